@@ -97,6 +97,15 @@ FLASHMEMORY_HOST_DEVICE constexpr float decode_bf16(std::uint16_t h) noexcept {
   return detail::float_of(static_cast<std::uint32_t>(h) << 16);
 }
 
+// A bf16 value as stored (layout-compatible with CUDA's __nv_bfloat16), for views over bf16 tensors.
+struct bfloat16 {
+  std::uint16_t bits = 0;
+  FLASHMEMORY_HOST_DEVICE constexpr static bfloat16 from_float(float x) noexcept { return {encode_bf16(x)}; }
+  FLASHMEMORY_HOST_DEVICE constexpr float to_float() const noexcept { return decode_bf16(bits); }
+  friend constexpr bool operator==(bfloat16, bfloat16) = default;
+};
+static_assert(sizeof(bfloat16) == 2);
+
 // f16 -------------------------------------------------------------------------------------------------
 FLASHMEMORY_HOST_DEVICE constexpr float decode_f16(std::uint16_t h) noexcept {
   std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
