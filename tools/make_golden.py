@@ -7,10 +7,11 @@ same random token sequence three ways (one full forward, token-by-token decode, 
 chunk sizes), checks that transformers agrees with itself and that top-k decisions are not decided by
 near-ties, saves the model with `save_pretrained`, reloads it and checks the logits again, and writes
 
-    <out>/<name>/config.json             transformers config (as saved by save_pretrained)
-    <out>/<name>/model.safetensors       weights (as saved by save_pretrained)
-    <out>/<name>/golden.safetensors      input_ids, logits_full, logits_decode, logits_chunked (+ metadata)
-    <out>/<name>/intermediates.safetensors   optional per-layer tensors of the full forward (debug aids)
+    <out>/<name>/config.json                transformers config (as saved by save_pretrained)
+    <out>/<name>/model.safetensors          weights (as saved by save_pretrained)
+    <out>/<name>/golden.safetensors         input_ids, logits_full, logits_decode, logits_chunked (+ metadata)
+    <out>/<name>/intermediates.safetensors  debug aids from the full forward: rope tables, CSA selections,
+                                            and per-layer tensors where the fixture asks for them
 
 Everything runs on the CPU in float32 with one thread, whatever hardware is present. docs/fixtures.md
 describes the files; tools/requirements-golden.txt pins the versions.
