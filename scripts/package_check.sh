@@ -13,10 +13,11 @@ mkdir -p "$work"
 export PATH="/usr/local/cuda/bin:$PATH"
 
 consume() {  # consume <name> <cmake options...>: configure, build and run tests/package/host
-  local dir=$work/$1; shift
-  cmake -S tests/package/host -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-  cmake --build "$dir" >/dev/null
-  "$dir/my_app"
+  local name=$1 dir=$work/$1 out; shift
+  cmake -S tests/package/host -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >"$dir.log" 2>&1 \
+    && cmake --build "$dir" >>"$dir.log" 2>&1 || { tail -50 "$dir.log"; exit 1; }
+  out=$("$dir/my_app")
+  echo "  $name: $out"
 }
 
 echo "== Conan"
@@ -29,15 +30,15 @@ conan=$work/venv/bin/conan
 [ -f "$CONAN_HOME/profiles/default" ] || "$conan" profile detect >/dev/null 2>&1
 "$conan" create packaging/conan --no-remote -c "tools.cmake.cmake_layout:test_folder=$work/conan-test" \
   >"$work/conan-create.log" 2>&1 || { tail -50 "$work/conan-create.log"; exit 1; }
-grep -A2 'Running test()' "$work/conan-create.log" | tail -1
-"$conan" install tests/package/host --no-remote --output-folder "$work/conan-consumer" \
+echo "  conan create, test_package: $(grep -A2 'Running test()' "$work/conan-create.log" | tail -1)"
+"$conan" install tests/package/host --no-remote --output-folder "$work/conan-toolchain" \
   -c tools.cmake.cmaketoolchain:user_presets= >"$work/conan-install.log" 2>&1 \
   || { tail -50 "$work/conan-install.log"; exit 1; }
-consume conan-consumer-build -DCMAKE_TOOLCHAIN_FILE="$work/conan-consumer/conan_toolchain.cmake"
+consume conan-consumer -DCMAKE_TOOLCHAIN_FILE="$work/conan-toolchain/conan_toolchain.cmake"
 
 echo "== vcpkg (overlay port replayed; vcpkg itself not run)"
 cmake -DPREFIX="$work/vcpkg-prefix" -DWORK="$work/vcpkg-work" -P packaging/vcpkg/replay.cmake \
   >"$work/vcpkg-replay.log" 2>&1 || { tail -50 "$work/vcpkg-replay.log"; exit 1; }
-tail -1 "$work/vcpkg-replay.log"
+echo "  $(grep -o 'replay:.*' "$work/vcpkg-replay.log")"
 consume vcpkg-consumer -DCMAKE_PREFIX_PATH="$work/vcpkg-prefix"
 echo "package_check: Conan and vcpkg packages built and consumed"
