@@ -71,7 +71,8 @@ inline std::string upstream_name(std::string_view stored) {
       {".q_a_norm.", ".q_norm."},
       {".gate.e_score_correction_bias.", ".gate.bias."},
   }};
-  std::string s = "." + std::string(stored.starts_with("model.") ? stored.substr(6) : stored) + ".";
+  std::string s(1, '.');
+  s.append(stored.starts_with("model.") ? stored.substr(6) : stored).push_back('.');
   for (auto [from, to] : kRenames)
     for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size() - 1))
       s.replace(at, from.size(), to);
