@@ -21,6 +21,7 @@ _ROOT = os.path.join("..", "..")
 class FlashmemoryConan(ConanFile):
     name = "flashmemory"
     description = "Lookahead Sparse Attention: long-context LLM decoding with a GPU-resident KV working set"
+    license = "MIT"
     topics = ("cuda", "attention", "llm", "header-only")
     package_type = "header-library"
     # Declared because the package is produced by a CMake configure + install; cleared in package_id().
@@ -32,7 +33,7 @@ class FlashmemoryConan(ConanFile):
         self.version = re.search(r"project\(flashmemory VERSION ([0-9.]+)", cmakelists).group(1)
 
     def export_sources(self):
-        for pattern in ("CMakeLists.txt", "cmake/*", "include/*"):
+        for pattern in ("CMakeLists.txt", "LICENSE", "cmake/*", "include/*"):
             copy(self, pattern, os.path.join(self.recipe_folder, _ROOT), self.export_sources_folder)
 
     def layout(self):
@@ -52,6 +53,7 @@ class FlashmemoryConan(ConanFile):
 
     def package(self):
         CMake(self).install()
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
 
     def package_info(self):
         self.cpp_info.bindirs = []

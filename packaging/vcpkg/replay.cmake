@@ -74,6 +74,13 @@ function(vcpkg_cmake_config_fixup)
   endif()
 endfunction()
 
+# vcpkg installs the license as share/<port>/copyright.
+function(vcpkg_install_copyright)
+  cmake_parse_arguments(arg "" "" "FILE_LIST" ${ARGN})
+  file(READ "${arg_FILE_LIST}" text)
+  file(WRITE "${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright" "${text}")
+endfunction()
+
 # ---- the replay --------------------------------------------------------------------------------------
 file(REMOVE_RECURSE "${PREFIX}" "${WORK}")
 include("${port_dir}/portfile.cmake")
@@ -83,6 +90,7 @@ include("${port_dir}/portfile.cmake")
 file(GLOB top RELATIVE "${PREFIX}" "${PREFIX}/*")
 list(SORT top)
 if(NOT top STREQUAL "include;share" OR NOT EXISTS "${PREFIX}/share/${PORT}/usage"
+   OR NOT EXISTS "${PREFIX}/share/${PORT}/copyright"
    OR NOT EXISTS "${PREFIX}/include/${PORT}/version.hpp")
   message(FATAL_ERROR "replay: unexpected package layout under ${PREFIX}: ${top}")
 endif()
