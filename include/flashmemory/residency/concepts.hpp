@@ -33,6 +33,7 @@ constexpr index_t page_count(SelectionContext const& ctx) {
 
 struct ResidentSet {
   std::vector<index_t> pages;  // sorted, unique
+  bool fallback = false;       // a Fallback policy fired: the scorer's set was replaced or widened
 
   bool contains_page(index_t page) const { return std::binary_search(pages.begin(), pages.end(), page); }
   friend bool operator==(ResidentSet const&, ResidentSet const&) = default;
