@@ -4,13 +4,15 @@
 // (⌊N/m⌋ latents, CSA and HCA), its index keys (⌊N/4⌋, CSA), and its compressor state (fixed, fp32). Two record
 // formats are counted:
 //   bf16    the in-memory format of the reference and transformers: latent 2d B, index key 2·d_I B;
-//   packed  sglang's production packing: latent = nope channels as FP8 + rope channels as bf16 + one ue8m0 scale
-//           byte per 64 nope channels padded to 8 B (584 B for d = 512, r = 64); index key = d_I FP8 + one fp32
-//           scale (132 B for d_I = 128).
+//   packed  sglang's production packing (layout::CsaEntryPacked, layout::IndexKeyFp8): latent = nope channels
+//           as FP8 + rope channels as bf16 + one ue8m0 scale per 64 nope channels, padded to 8 B (584 B for
+//           d = 512, r = 64); index key = d_I FP8 + one fp32 scale (132 B for d_I = 128).
 // V4-Flash at long context: 21 CSA · 179 + 20 HCA · 4.5625 = 3850.25 B/token packed, plus 43 window rings.
 #pragma once
 
 #include <flashmemory/config.hpp>
+#include <flashmemory/layout/csa_entry.hpp>
+#include <flashmemory/layout/index_key.hpp>
 #include <flashmemory/models/deepseek_v4/cache.hpp>
 #include <flashmemory/models/deepseek_v4/config.hpp>
 
@@ -27,12 +29,14 @@ constexpr std::string_view name_of(KvFormat f) noexcept { return f == KvFormat::
 
 // Bytes of one attention latent record (window row or compressed entry).
 inline index_t latent_record_bytes(Config const& c, KvFormat f) {
-  if (f == KvFormat::bf16) return 2 * c.head_dim;
-  index_t nope = c.head_dim - c.qk_rope_head_dim, scales = (nope + 63) / 64;
-  return nope + 2 * c.qk_rope_head_dim + (scales + 7) / 8 * 8;
+  if (f == KvFormat::bf16) return layout::CsaEntryBf16(c.head_dim).record_bytes();
+  return layout::CsaEntryPacked(c.head_dim, c.qk_rope_head_dim).record_bytes();
 }
 // Bytes of one index key record.
-inline index_t index_key_bytes(Config const& c, KvFormat f) { return f == KvFormat::bf16 ? 2 * c.index_head_dim : c.index_head_dim + 4; }
+inline index_t index_key_bytes(Config const& c, KvFormat f) {
+  return f == KvFormat::bf16 ? layout::IndexKeyBf16(c.index_head_dim).record_bytes()
+                             : layout::IndexKeyFp8(c.index_head_dim).record_bytes();
+}
 
 // The compressor state of one layer as the reference keeps it (fp32 values and gates of 2m slots × 2n for CSA,
 // m slots × n for HCA; CSA adds its indexer compressor).
