@@ -9,7 +9,10 @@
 //   position     absolute position of the token at the window boundary
 //   num_chunks   chunks in the history (scores to write)
 //   layers       one entry per target layer: the hidden state entering that layer's attention, [D], and
-//                that layer's index keys of every chunk, [num_chunks, d_index] (decoded to float)
+//                that layer's index keys of every chunk, [num_chunks, d_index] (decoded to float);
+//                optionally the layer's native Lightning-Indexer query of the same token, [H, d_index], and its
+//                head weights, [H] (constant factors folded in) — what query-aware bounds (MinMaxBounds) need;
+//                empty (extent 0) when the caller does not provide them
 //   future       optional, evaluation only: per chunk, 1 if the next τ steps' native top-k picks it
 //                (what an oracle may read; empty otherwise)
 //
@@ -29,8 +32,10 @@
 namespace flashmemory::indexer {
 
 struct ScoringLayer {
-  vector_view<float const> hidden;  // [D]
-  matrix_view<float const> keys;    // [num_chunks, d_index]
+  vector_view<float const> hidden;        // [D]
+  matrix_view<float const> keys;          // [num_chunks, d_index]
+  matrix_view<float const> query;         // optional: [H, d_index] native indexer query
+  vector_view<float const> head_weights;  // optional: [H] its head weights
 };
 
 struct ScoringContext {
