@@ -28,23 +28,12 @@
 namespace flashmemory::models::deepseek_v4 {
 
 namespace detail {
-
-// A row-major [rows, cols] float scratch matrix.
-struct Scratch {
-  HostBuffer<float> data;
-  index_t rows = 0, cols = 0;
-  Scratch(index_t r, index_t c, std::string_view what) : data(static_cast<std::size_t>(r * c), what), rows(r), cols(c) {}
-  matrix_view<float> view() { return matrix_view<float>(data.data(), rows, cols); }
-  matrix_view<float const> cview() const { return matrix_view<float const>(data.data(), rows, cols); }
-  std::span<float> row(index_t r) { return {data.data() + r * cols, static_cast<std::size_t>(cols)}; }
-};
-
+// y [S, out] = x [S, in] · wᵀ into a fresh scratch matrix.
 inline Scratch project(matrix_view<float const> x, Tensor const& w, std::string_view what) {
   Scratch y(x.extent(0), w.shape[0], what);
   linear(x, w.matrix(), y.view());
   return y;
 }
-
 }  // namespace detail
 
 // out [S, D] = Attention(x [S, D]) for the tokens at positions cache.tokens … cache.tokens + S − 1, advancing

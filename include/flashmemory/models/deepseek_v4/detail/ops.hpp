@@ -5,11 +5,13 @@
 
 #include <flashmemory/config.hpp>
 #include <flashmemory/core/error.hpp>
+#include <flashmemory/core/host_buffer.hpp>
 #include <flashmemory/core/tensor_view.hpp>
 
 #include <cmath>
 #include <cstddef>
 #include <span>
+#include <string_view>
 
 namespace flashmemory::models::deepseek_v4::detail {
 
@@ -49,5 +51,15 @@ inline float sigmoid(float x) { return static_cast<float>(1.0 / (1.0 + std::exp(
 inline float silu(float x) { return x * sigmoid(x); }
 // PyTorch's softplus: x itself above the threshold 20.
 inline float softplus(float x) { return x > 20.0f ? x : static_cast<float>(std::log1p(std::exp(double(x)))); }
+
+// A row-major [rows, cols] float scratch matrix.
+struct Scratch {
+  HostBuffer<float> data;
+  index_t rows = 0, cols = 0;
+  Scratch(index_t r, index_t c, std::string_view what) : data(static_cast<std::size_t>(r * c), what), rows(r), cols(c) {}
+  matrix_view<float> view() { return matrix_view<float>(data.data(), rows, cols); }
+  matrix_view<float const> cview() const { return matrix_view<float const>(data.data(), rows, cols); }
+  std::span<float> row(index_t r) { return {data.data() + r * cols, static_cast<std::size_t>(cols)}; }
+};
 
 }  // namespace flashmemory::models::deepseek_v4::detail
