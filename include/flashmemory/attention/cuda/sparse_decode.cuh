@@ -1,0 +1,521 @@
+// flashmemory/attention/cuda/sparse_decode.cuh — sparse decode attention on the GPU: per query token, 64
+// heads attend to its window rows ∪ its selected pool rows in one softmax with a per-head sink logit
+// (deepseek-v4.md §5.3); keys = values = one shared 512-channel latent (MQA). Models `sparse_attention`.
+//
+// Algorithm (FlashAttention-2 online softmax, FlashDecoding split over rows, the MQA trick of FlashMLA of
+// putting all heads of a token in the M dimension of the tensor-core products):
+//   grid  = (splits, H / 64, B); one CTA = one token, 64 heads, a contiguous range of 64-row tiles of the
+//           token's virtual row list [window rows 0..window_len) ++ [selected slots 0..K)
+//   tile  : the 64 rows are gathered by cp.async into shared memory (double-buffered: tile j+1 streams in
+//           while tile j is computed); the row table of tile j+2 is resolved one iteration ahead so that
+//           the index loads never stall the copies
+//   S     = Q·Kᵀ  [64 heads × 64 rows]       8 warps × (16 heads × 32 rows), k = 512, mma.m16n8k16 bf16
+//   P     = exp2(S·scale·log2e − m)           row maxima exchanged through shared memory; P stored as bf16
+//   O    += P·V   [64 heads × 512 channels]  8 warps × (64 heads × 64 channels), fp32 accumulators
+//   end   : one split → O / (l + exp(sink − m)) written directly; several → unnormalised O and (m, l) to
+//           the workspace and a combine kernel merges the splits with the sink.
+// Rows are bf16 latents (Bf16Rows) or packed fp8 records dequantised in shared memory (PackedRows, in
+// packed_rows.cuh). Masked slots (−1, or ≥ pool rows) and rows past window_len are skipped; an index past
+// the pool is treated as −1 rather than read.
+//
+// Numerics: logits and softmax statistics fp32, P rounded to bf16 before P·V, fp32 accumulation — the
+// DeepSeek-V4 reference kernel's choices (deepseek-v4.md §11.1).
+#pragma once
+
+#include <flashmemory/attention/concepts.hpp>
+#include <flashmemory/attention/sparse_decode.hpp>
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/cuda/detail/ptx.cuh>
+#include <flashmemory/core/dtype.hpp>
+#include <flashmemory/core/error.hpp>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+namespace flashmemory::attention::cuda {
+
+// Rows stored as bf16 latents: the pool and window of SparseDecodeArguments<bfloat16, Output>.
+struct Bf16Rows {
+  static constexpr bool kPacked = false;
+  static constexpr int kRecordBytes = 1024;
+  static constexpr int kRowExtent = 512;  // the last extent of window and pool: channels
+  template <class Output>
+  using Arguments = SparseDecodeArguments<bfloat16, Output>;
+};
+
+namespace detail {
+namespace ptx = ::flashmemory::cuda::detail;
+
+inline constexpr int kHeadDim = 512;
+inline constexpr int kHeadsPerCta = 64;
+inline constexpr int kTileRows = 64;
+inline constexpr int kThreads = 256;
+// Shared rows are padded by 16 bytes so that the 8 rows one ldmatrix reads fall in distinct banks.
+inline constexpr int kRowStride = kHeadDim * 2 + 16;
+inline constexpr int kPStride = kTileRows * 2 + 16;
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kNegInf = -__builtin_huge_valf();
+
+struct Params {
+  std::uint16_t const* q;         // [B, H, 512] bf16
+  std::byte const* window;        // [B, W] records
+  std::int32_t const* window_len; // [B]
+  std::byte const* pool;          // [R] records
+  std::int32_t const* selected;   // [B, K]
+  float const* sink;              // [H]
+  void* out;                      // [B, H, 512] Output
+  float* partial_o;               // [B, splits, H, 512] unnormalised, when splits > 1
+  float2* partial_ml;             // [B, splits, H] (max, sum) in the log2 domain
+  std::int64_t pool_rows;
+  std::int32_t window_rows, slots, heads, splits, tiles_per_split;
+  float scale_log2;               // softmax scale · log2(e)
+};
+
+template <class Rows>
+struct SharedStorage {
+  static constexpr int kRawBytes = Rows::kPacked ? kTileRows * Rows::kRecordBytes : 16;
+  alignas(128) std::byte q[kHeadsPerCta * kRowStride];                   // Q    [64 heads × 512] bf16
+  alignas(128) std::byte kv[Rows::kPacked ? 1 : 2][kTileRows * kRowStride]; // K=V [64 rows × 512] bf16
+  alignas(128) std::byte raw[Rows::kPacked ? 2 : 1][kRawBytes];          // packed records as loaded
+  alignas(16) std::byte p[kHeadsPerCta * kPStride];                      // P    [64 heads × 64 rows] bf16
+  std::byte const* rows[3][kTileRows];  // source of each row of three consecutive tiles; null = masked
+  std::uint32_t valid[3][2];            // the same as bit masks, 32 rows per word
+  float red_max[2][kHeadsPerCta];       // per-head maxima of the two row halves of the tile
+  float alpha[kHeadsPerCta];            // per-head rescale factor of O for this tile
+  float l_part[2][kHeadsPerCta];        // epilogue: per-head sums of the two row halves
+  float m_final[kHeadsPerCta];          // epilogue: per-head maxima
+};
+
+__device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+template <class Rows, class Output>
+__global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(Params const p) {
+  extern __shared__ __align__(128) std::byte smem_bytes[];
+  auto& s = *reinterpret_cast<SharedStorage<Rows>*>(smem_bytes);
+  int const tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  int const g = lane / 4, t = lane % 4;
+  int const split = static_cast<int>(blockIdx.x), head0 = static_cast<int>(blockIdx.y) * kHeadsPerCta;
+  int const b = static_cast<int>(blockIdx.z);
+
+  int const wl = min(max(p.window_len[b], 0), p.window_rows);
+  int const tile_begin = split * p.tiles_per_split;
+  int const tile_end = min(tile_begin + p.tiles_per_split, ceil_div(wl + p.slots, kTileRows));
+
+  // Resolves the 64 row sources of `tile` into table `slot` (warps 0 and 1, one row per thread).
+  auto resolve_rows = [&](int tile, int slot) {
+    int const v = tile * kTileRows + tid;
+    std::byte const* src = nullptr;
+    if (tile < tile_end) {
+      if (v < wl) {
+        src = p.window + (static_cast<std::int64_t>(b) * p.window_rows + v) * Rows::kRecordBytes;
+      } else if (v - wl < p.slots) {
+        std::int32_t idx = p.selected[static_cast<std::int64_t>(b) * p.slots + (v - wl)];
+        if (idx >= 0 && idx < p.pool_rows) src = p.pool + static_cast<std::int64_t>(idx) * Rows::kRecordBytes;
+      }
+    }
+    s.rows[slot][tid] = src;
+    unsigned mask = __ballot_sync(0xffffffffu, src != nullptr);
+    if (lane == 0) s.valid[slot][warp] = mask;
+  };
+
+  // Starts the copies of one tile: bf16 rows straight into a K=V buffer (masked rows zero-filled), packed
+  // records into a raw buffer (masked rows skipped; dequantisation writes zeros for them).
+  auto load_tile = [&](int slot, int buf) {
+    if constexpr (!Rows::kPacked) {
+      int const chunk = tid % 64;  // 16-byte chunk of a 1024-byte row
+#pragma unroll
+      for (int i = 0; i < kTileRows * 64 / kThreads; ++i) {
+        int const row = tid / 64 + i * (kThreads / 64);
+        std::byte const* src = s.rows[slot][row];
+        ptx::cp_async_16(s.kv[buf] + row * kRowStride + chunk * 16, src ? src + chunk * 16 : reinterpret_cast<std::byte const*>(p.q),
+                         src != nullptr);
+      }
+    } else {
+      constexpr int kPieces = Rows::kRecordBytes / 8;  // 8-byte pieces of a record
+      for (int c = tid; c < kTileRows * kPieces; c += kThreads) {
+        int const row = c / kPieces, piece = c % kPieces;
+        std::byte const* src = s.rows[slot][row];
+        if (src) ptx::cp_async_8(s.raw[buf] + row * Rows::kRecordBytes + piece * 8, src + piece * 8);
+      }
+    }
+  };
+
+  // Q of this token's 64 heads, once.
+  {
+    std::uint16_t const* q = p.q + (static_cast<std::int64_t>(b) * p.heads + head0) * kHeadDim;
+    int const chunk = tid % 64;
+#pragma unroll
+    for (int i = 0; i < kHeadsPerCta * 64 / kThreads; ++i) {
+      int const head = tid / 64 + i * (kThreads / 64);
+      ptx::cp_async_16(s.q + head * kRowStride + chunk * 16, q + head * kHeadDim + chunk * 8);
+    }
+  }
+  if (warp < 2) {
+    resolve_rows(tile_begin, 0);
+    resolve_rows(tile_begin + 1, 1);
+  }
+  __syncthreads();
+  if (tile_begin < tile_end) load_tile(0, 0);
+  ptx::cp_async_commit();
+
+  // S-phase role: heads 16·hg … +16, tile rows 32·rh … +32. PV-phase role: all 64 heads, channels 64·warp … +64.
+  int const hg = warp % 4, rh = warp / 4;
+  float m_run[2] = {kNegInf, kNegInf};  // running maxima of heads 16hg+g and 16hg+g+8 (log2 domain)
+  float l_run[2] = {0.f, 0.f};          // this thread's share of the running sums of the same heads
+  float o[4][8][4];                     // O [4 head tiles × 8 channel tiles × fragment]
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][nt][e] = 0.f;
+
+  for (int j = tile_begin, it = 0; j < tile_end; ++j, ++it) {
+    int const slot = it % 3, buf = it % 2;
+    ptx::cp_async_wait<0>();
+    __syncthreads();  // tile j is in shared memory; every warp is done with tile j−1
+    if (j + 1 < tile_end) load_tile((it + 1) % 3, (it + 1) % 2);
+    ptx::cp_async_commit();
+    if (warp < 2) resolve_rows(j + 2, (it + 2) % 3);
+    std::byte const* kv = s.kv[0];
+    if constexpr (Rows::kPacked) {
+      Rows::dequantize_tile(s.raw[buf], s.rows[slot], s.kv[0], kRowStride, tid, kThreads);
+      __syncthreads();
+    } else {
+      kv = s.kv[buf];
+    }
+
+    // ---- S = Q·Kᵀ for 16 heads × 32 rows --------------------------------------------------------------
+    float acc[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+    {
+      std::byte const* a_base = s.q + (hg * 16 + (lane % 16)) * kRowStride + (lane / 16) * 16;
+      int const mi = lane / 8;
+      std::byte const* b_base = kv + (rh * 32 + (lane % 8) + (mi / 2) * 8) * kRowStride + (mi % 2) * 16;
+#pragma unroll 4
+      for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+        std::uint32_t a[4], b0[4], b1[4];
+        ptx::ldmatrix_x4(a, a_base + ks * 32);
+        ptx::ldmatrix_x4(b0, b_base + ks * 32);
+        ptx::ldmatrix_x4(b1, b_base + 16 * kRowStride + ks * 32);
+        ptx::mma_bf16(acc[0], a, b0[0], b0[1]);
+        ptx::mma_bf16(acc[1], a, b0[2], b0[3]);
+        ptx::mma_bf16(acc[2], a, b1[0], b1[1]);
+        ptx::mma_bf16(acc[3], a, b1[2], b1[3]);
+      }
+    }
+    // Scale into the log2 domain, mask, and take this warp's per-head maxima.
+    std::uint32_t const valid = s.valid[slot][rh];
+    float mx[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int const row = nt * 8 + 2 * t + (e % 2);
+        float v = (valid >> row) & 1u ? acc[nt][e] * p.scale_log2 : kNegInf;
+        acc[nt][e] = v;
+        mx[e / 2] = fmaxf(mx[e / 2], v);
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    }
+    if (t == 0) {
+      s.red_max[rh][hg * 16 + g] = mx[0];
+      s.red_max[rh][hg * 16 + g + 8] = mx[1];
+    }
+    __syncthreads();  // both row halves' maxima are visible
+
+    // ---- P = exp2(S − m), running sums, rescale factors ------------------------------------------------
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int const head = hg * 16 + g + 8 * h;
+      float const m_new = fmaxf(m_run[h], fmaxf(s.red_max[0][head], s.red_max[1][head]));
+      float const m_use = m_new == kNegInf ? 0.f : m_new;  // a fully masked head so far: keep exp2 finite
+      float const alpha = exp2f(m_run[h] - m_use);
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        float const p0 = exp2f(acc[nt][2 * h] - m_use), p1 = exp2f(acc[nt][2 * h + 1] - m_use);
+        sum += p0 + p1;
+        *reinterpret_cast<std::uint32_t*>(s.p + head * kPStride + (rh * 32 + nt * 8 + 2 * t) * 2) =
+            ptx::pack_bf16x2(p0, p1);
+      }
+      l_run[h] = l_run[h] * alpha + sum;
+      m_run[h] = m_new;
+      if (rh == 0 && t == 0) s.alpha[head] = alpha;
+    }
+    __syncthreads();  // P and the rescale factors are visible
+
+    // ---- O = O·alpha + P·V for 64 heads × 64 channels --------------------------------------------------
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt) {
+      float const a_lo = s.alpha[mt * 16 + g], a_hi = s.alpha[mt * 16 + g + 8];
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        o[mt][nt][0] *= a_lo;
+        o[mt][nt][1] *= a_lo;
+        o[mt][nt][2] *= a_hi;
+        o[mt][nt][3] *= a_hi;
+      }
+    }
+    {
+      int const mi = lane / 8;
+      std::byte const* v_base = kv + ((lane % 8) + (mi % 2) * 8) * kRowStride + (warp * 64 + (mi / 2) * 8) * 2;
+      std::byte const* a_base = s.p + (lane % 16) * kPStride + (lane / 16) * 16;
+#pragma unroll
+      for (int kk = 0; kk < kTileRows / 16; ++kk) {
+        std::uint32_t a[4][4];
+#pragma unroll
+        for (int mt = 0; mt < 4; ++mt) ptx::ldmatrix_x4(a[mt], a_base + mt * 16 * kPStride + kk * 32);
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          std::uint32_t bv[4];
+          ptx::ldmatrix_x4_trans(bv, v_base + kk * 16 * kRowStride + np * 32);
+#pragma unroll
+          for (int mt = 0; mt < 4; ++mt) {
+            ptx::mma_bf16(o[mt][2 * np], a[mt], bv[0], bv[1]);
+            ptx::mma_bf16(o[mt][2 * np + 1], a[mt], bv[2], bv[3]);
+          }
+        }
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+
+  // ---- epilogue: combine the two row halves' sums, normalise or write the split's partial result -------
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+    if (t == 0) {
+      s.l_part[rh][hg * 16 + g + 8 * h] = l_run[h];
+      if (rh == 0) s.m_final[hg * 16 + g + 8 * h] = m_run[h];
+    }
+  }
+  __syncthreads();
+
+  std::int64_t const token_head0 = static_cast<std::int64_t>(b) * p.heads + head0;
+  if (p.splits == 1) {
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int const head = mt * 16 + g + 8 * h;
+        float const m = s.m_final[head];
+        float const m_use = m == kNegInf ? 0.f : m;
+        float const denom = s.l_part[0][head] + s.l_part[1][head] + exp2f(p.sink[head0 + head] * kLog2e - m_use);
+        float const inv = 1.f / denom;
+        Output* out = static_cast<Output*>(p.out) + (token_head0 + head) * kHeadDim + warp * 64 + 2 * t;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          float const x = o[mt][nt][2 * h] * inv, y = o[mt][nt][2 * h + 1] * inv;
+          if constexpr (std::is_same_v<Output, float>) {
+            *reinterpret_cast<float2*>(out + nt * 8) = make_float2(x, y);
+          } else {
+            *reinterpret_cast<std::uint32_t*>(out + nt * 8) = ptx::pack_bf16x2(x, y);
+          }
+        }
+      }
+  } else {
+    std::int64_t const part0 = (static_cast<std::int64_t>(b) * p.splits + split) * p.heads + head0;
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int const head = mt * 16 + g + 8 * h;
+        float* out = p.partial_o + (part0 + head) * kHeadDim + warp * 64 + 2 * t;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+          *reinterpret_cast<float2*>(out + nt * 8) = make_float2(o[mt][nt][2 * h], o[mt][nt][2 * h + 1]);
+      }
+    if (tid < kHeadsPerCta)
+      p.partial_ml[part0 + tid] = make_float2(s.m_final[tid], s.l_part[0][tid] + s.l_part[1][tid]);
+  }
+}
+
+// Merges the splits of one (token, head): out = Σ_s 2^(m_s−M)·O_s / (Σ_s 2^(m_s−M)·l_s + 2^(sink·log2e−M)).
+template <class Output>
+__global__ void __launch_bounds__(kHeadDim / 4) combine_splits_kernel(Params const p) {
+  int const head = static_cast<int>(blockIdx.x), b = static_cast<int>(blockIdx.y);
+  int const c = static_cast<int>(threadIdx.x) * 4;
+  float const sink = p.sink[head] * kLog2e;
+  std::int64_t const first = static_cast<std::int64_t>(b) * p.splits * p.heads + head;
+  float m_max = sink;
+  for (int sp = 0; sp < p.splits; ++sp) m_max = fmaxf(m_max, p.partial_ml[first + sp * p.heads].x);
+  float denom = exp2f(sink - m_max);
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int sp = 0; sp < p.splits; ++sp) {
+    float2 const ml = p.partial_ml[first + sp * p.heads];
+    if (ml.x == kNegInf) continue;  // a split with no unmasked row
+    float const w = exp2f(ml.x - m_max);
+    denom += w * ml.y;
+    float4 const v = *reinterpret_cast<float4 const*>(p.partial_o + (first + sp * p.heads) * kHeadDim + c);
+    acc.x += w * v.x;
+    acc.y += w * v.y;
+    acc.z += w * v.z;
+    acc.w += w * v.w;
+  }
+  float const inv = 1.f / denom;
+  Output* out = static_cast<Output*>(p.out) + (static_cast<std::int64_t>(b) * p.heads + head) * kHeadDim + c;
+  if constexpr (std::is_same_v<Output, float>) {
+    *reinterpret_cast<float4*>(out) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+  } else {
+    *reinterpret_cast<uint2*>(out) =
+        make_uint2(ptx::pack_bf16x2(acc.x * inv, acc.y * inv), ptx::pack_bf16x2(acc.z * inv, acc.w * inv));
+  }
+}
+
+}  // namespace detail
+
+// The CUDA model of `sparse_attention`. Construct it once (it reads the device's SM count and raises the
+// kernel's shared-memory limit); run() only launches, never allocates, and can be captured in a CUDA graph.
+//
+// Shapes: d = 512 (DeepSeek-V4's latent), H a multiple of 64, q/window/pool 16-byte aligned. When the rows
+// of the batch do not fill the GPU, run() splits each token's rows over several CTAs and needs a device
+// workspace of workspace_size(args) bytes (at most max_workspace_size()), passed at construction.
+template <class Rows = Bf16Rows, class Output = bfloat16>
+class SparseDecode {
+  static_assert(std::is_same_v<Output, float> || std::is_same_v<Output, bfloat16>, "Output is float or bfloat16");
+
+ public:
+  using Arguments = typename Rows::template Arguments<Output>;
+  struct Options {
+    int splits = 0;  // splits per token; 0 = as many as fill the GPU's SMs once
+  };
+
+  explicit SparseDecode(std::span<std::byte> workspace = {}, Options options = {})
+      : workspace_(workspace), options_(options) {
+    int device = 0;
+    FLASHMEMORY_CUDA_CHECK(cudaGetDevice(&device));
+    FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
+    int smem_limit = 0;
+    FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (static_cast<int>(kSmemBytes) > smem_limit)
+      fail(errc::unsupported, "sparse attention: the kernel needs ", kSmemBytes, " bytes of shared memory, device ",
+           device, " allows ", smem_limit);
+    FLASHMEMORY_CUDA_CHECK(cudaFuncSetAttribute(detail::sparse_decode_kernel<Rows, Output>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(kSmemBytes)));
+  }
+
+  // Workspace these arguments need (0 when one split per token suffices).
+  std::size_t workspace_size(Arguments const& a) const {
+    Plan pl = plan(a);
+    if (pl.splits == 1) return 0;
+    return static_cast<std::size_t>(a.q.extent(0)) * pl.splits * a.q.extent(1) * kPartialBytesPerHead;
+  }
+  // An upper bound of workspace_size over all arguments when Options::splits is 0.
+  std::size_t max_workspace_size() const {
+    return static_cast<std::size_t>(sms_) * detail::kHeadsPerCta * kPartialBytesPerHead;
+  }
+
+  Status can_implement(Arguments const& a) const {
+    index_t const B = a.q.extent(0), H = a.q.extent(1), d = a.q.extent(2);
+    index_t const W = a.window.extent(1), K = a.selected.extent(1);
+    if (d != detail::kHeadDim)
+      return Status::failure(errc::unsupported, "sparse attention (CUDA): head_dim ", d, " is not ", detail::kHeadDim);
+    if (H <= 0 || H % detail::kHeadsPerCta != 0)
+      return Status::failure(errc::unsupported, "sparse attention (CUDA): ", H, " heads is not a positive multiple of ",
+                             detail::kHeadsPerCta);
+    if (B > 65535 || H / detail::kHeadsPerCta > 65535)
+      return Status::failure(errc::unsupported, "sparse attention (CUDA): batch ", B, " exceeds 65535");
+    if (a.window.extent(0) != B)
+      return Status::failure(errc::bad_shape, "sparse attention (CUDA): window has ", a.window.extent(0), " tokens, q ", B);
+    if (a.window.extent(2) != Rows::kRowExtent || (K > 0 && a.pool.extent(1) != Rows::kRowExtent))
+      return Status::failure(errc::bad_shape, "sparse attention (CUDA): window and pool rows must have ", Rows::kRowExtent,
+                             Rows::kPacked ? " bytes" : " channels", ", found ", a.window.extent(2), " and ", a.pool.extent(1));
+    if (a.window_len.extent(0) != B || a.selected.extent(0) != B)
+      return Status::failure(errc::bad_shape, "sparse attention (CUDA): window_len [", a.window_len.extent(0), "] and selected [",
+                             a.selected.extent(0), ", K] must have ", B, " rows");
+    if (a.sink.extent(0) != H) return Status::failure(errc::bad_shape, "sparse attention (CUDA): sink must have ", H, " heads");
+    if (a.out.extent(0) != B || a.out.extent(1) != H || a.out.extent(2) != d)
+      return Status::failure(errc::bad_shape, "sparse attention (CUDA): out must be [", B, ", ", H, ", ", d, "]");
+    if (W + K > (index_t{1} << 30))
+      return Status::failure(errc::unsupported, "sparse attention (CUDA): ", W + K, " rows per token");
+    auto misaligned = [](void const* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 != 0; };
+    if (misaligned(a.q.data_handle()) || misaligned(a.window.data_handle()) || misaligned(a.pool.data_handle()) ||
+        misaligned(a.out.data_handle()))
+      return Status::failure(errc::invalid_argument, "sparse attention (CUDA): q, window, pool and out must be 16-byte aligned");
+    if (B > 0 && (!a.q.data_handle() || !a.window_len.data_handle() || !a.sink.data_handle() || !a.out.data_handle() ||
+                  (W > 0 && !a.window.data_handle()) || (K > 0 && (!a.selected.data_handle() || !a.pool.data_handle()))))
+      return Status::failure(errc::invalid_argument, "sparse attention (CUDA): a non-empty tensor has a null pointer");
+    if (std::size_t need = workspace_size(a); need > workspace_.size())
+      return Status::failure(errc::invalid_argument, "sparse attention (CUDA): ", plan(a).splits,
+                             " splits per token need a workspace of ", need, " bytes, ", workspace_.size(), " given");
+    return Status::success();
+  }
+
+  Status run(Arguments const& a) const {
+    if (Status st = can_implement(a); !st) return st;
+    index_t const B = a.q.extent(0), H = a.q.extent(1);
+    if (B == 0) return Status::success();
+    Plan const pl = plan(a);
+    detail::Params p{};
+    p.q = reinterpret_cast<std::uint16_t const*>(a.q.data_handle());
+    p.window = reinterpret_cast<std::byte const*>(a.window.data_handle());
+    p.window_len = a.window_len.data_handle();
+    p.pool = reinterpret_cast<std::byte const*>(a.pool.data_handle());
+    p.selected = a.selected.data_handle();
+    p.sink = a.sink.data_handle();
+    p.out = a.out.data_handle();
+    p.partial_o = reinterpret_cast<float*>(workspace_.data());
+    p.partial_ml = reinterpret_cast<float2*>(workspace_.data() + static_cast<std::size_t>(B) * pl.splits * H * detail::kHeadDim * 4);
+    p.pool_rows = a.selected.extent(1) > 0 ? a.pool.extent(0) : 0;
+    p.window_rows = static_cast<std::int32_t>(a.window.extent(1));
+    p.slots = static_cast<std::int32_t>(a.selected.extent(1));
+    p.heads = static_cast<std::int32_t>(H);
+    p.splits = pl.splits;
+    p.tiles_per_split = pl.tiles_per_split;
+    p.scale_log2 = a.scale * detail::kLog2e;
+    auto stream = static_cast<cudaStream_t>(a.stream);
+    dim3 const grid(static_cast<unsigned>(pl.splits), static_cast<unsigned>(H / detail::kHeadsPerCta),
+                    static_cast<unsigned>(B));
+    detail::sparse_decode_kernel<Rows, Output><<<grid, detail::kThreads, kSmemBytes, stream>>>(p);
+    if (Status st = flashmemory::cuda::launch_status("sparse_decode_kernel", __FILE__, __LINE__); !st) return st;
+    if (pl.splits > 1) {
+      detail::combine_splits_kernel<Output>
+          <<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(B)), detail::kHeadDim / 4, 0, stream>>>(p);
+      if (Status st = flashmemory::cuda::launch_status("combine_splits_kernel", __FILE__, __LINE__); !st) return st;
+    }
+    return Status::success();
+  }
+
+  // How run() would split these arguments (for benchmarks and logs).
+  struct Plan {
+    int splits = 1;
+    int tiles_per_split = 0;
+  };
+  Plan plan(Arguments const& a) const {
+    index_t const rows = a.window.extent(1) + a.selected.extent(1);
+    int const tiles = static_cast<int>(std::max<index_t>((rows + detail::kTileRows - 1) / detail::kTileRows, 1));
+    index_t const ctas = std::max<index_t>(a.q.extent(0) * (a.q.extent(1) / detail::kHeadsPerCta), 1);
+    int splits = options_.splits > 0 ? options_.splits : static_cast<int>(std::max<index_t>(sms_ / ctas, 1));
+    splits = std::clamp(splits, 1, tiles);
+    int const per_split = (tiles + splits - 1) / splits;
+    return {(tiles + per_split - 1) / per_split, per_split};
+  }
+
+  static constexpr std::size_t kSmemBytes = sizeof(detail::SharedStorage<Rows>);
+
+ private:
+  static constexpr std::size_t kPartialBytesPerHead = detail::kHeadDim * sizeof(float) + sizeof(float2);
+
+  std::span<std::byte> workspace_;
+  Options options_;
+  int sms_ = 0;
+};
+static_assert(sparse_attention<SparseDecode<Bf16Rows, bfloat16>>);
+static_assert(sparse_attention<SparseDecode<Bf16Rows, float>>);
+
+}  // namespace flashmemory::attention::cuda
