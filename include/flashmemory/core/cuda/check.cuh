@@ -18,9 +18,12 @@ inline errc errc_of(cudaError_t err) noexcept {
   return err == cudaErrorMemoryAllocation ? errc::out_of_memory : errc::cuda;
 }
 
-// A Status for `err` (success when err == cudaSuccess); `what` names the call or kernel that failed.
+// A Status for `err` (success when err == cudaSuccess); `what` names the call or kernel that failed. The
+// runtime's last error is cleared, so that a later launch check does not report this failure again (sticky
+// errors, which corrupt the context, stay).
 inline Status cuda_status(cudaError_t err, char const* what, char const* file = "", int line = 0) {
   if (err == cudaSuccess) return Status::success();
+  cudaGetLastError();
   return Status::failure(errc_of(err), what, " failed: ", cudaGetErrorName(err), " (", cudaGetErrorString(err),
                          ") at ", file, ":", line);
 }

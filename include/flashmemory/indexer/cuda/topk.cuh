@@ -284,6 +284,7 @@ __global__ void __launch_bounds__(kTopKThreads, 1) topk_kernel(float const* scor
 // Launcher of the top-k kernel; construct once (raises the shared-memory limit), run() never allocates.
 class TopK {
  public:
+  using Arguments = TopKArguments;
   static constexpr int kMaxK = detail::kMaxK;
 
   TopK() {
@@ -291,7 +292,7 @@ class TopK {
                                                 static_cast<int>(sizeof(detail::TopKShared))));
   }
 
-  Status can_implement(TopKArguments const& a) const {
+  Status can_implement(Arguments const& a) const {
     index_t const B = a.scores.extent(0), n = a.scores.extent(1), k = a.out.extent(1);
     if (a.out.extent(0) != B)
       return Status::failure(errc::bad_shape, "top-k (CUDA): out has ", a.out.extent(0), " rows, scores ", B);
@@ -307,7 +308,7 @@ class TopK {
     return Status::success();
   }
 
-  Status run(TopKArguments const& a) const {
+  Status run(Arguments const& a) const {
     if (Status st = can_implement(a); !st) return st;
     index_t const B = a.scores.extent(0), k = a.out.extent(1);
     if (B == 0 || k == 0) return Status::success();
