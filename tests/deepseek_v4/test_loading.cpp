@@ -267,6 +267,14 @@ TEST_CASE("malformed checkpoints are errors naming the tensor", "[deepseek_v4][l
     copy.write(saved);
     CHECK_THROWS_WITH(load(), ContainsSubstring("both name \"layers.0.attn.wq_a.weight\""));
   }
+  SECTION("fused experts of the wrong count") {
+    v4::Config c = v4::load_config(fixture_dir("dense") / "config.json");
+    c.n_routed_experts = 5;  // one more than stored: the fused tensors are written with 5 experts
+    TensorMap runtime = to_runtime_names(saved, c);
+    copy.write(runtime);
+    CHECK_THROWS_WITH(load(), ContainsSubstring("mlp.experts.gate_up_proj") && ContainsSubstring("expected shape [4,64,32]") &&
+                                  ContainsSubstring("found [5,64,32]"));
+  }
   SECTION("unknown layer type in config.json") {
     copy.write(saved);
     copy.edit_config([](nlohmann::json& j) { j["layer_types"][2] = "full_attention"; });

@@ -84,7 +84,8 @@ inline std::string upstream_name(std::string_view stored) {
 // read so that finish() can reject what was not.
 class CheckpointSource {
  public:
-  explicit CheckpointSource(io::Checkpoint const& checkpoint) : ckpt_(checkpoint) {
+  CheckpointSource(io::Checkpoint const& checkpoint, Config const& config)
+      : ckpt_(checkpoint), experts_(config.n_routed_experts) {
     for (std::string const& name : ckpt_.names()) {
       auto [it, fresh] = stored_.emplace(upstream_name(name), name);
       if (!fresh)
@@ -222,13 +223,8 @@ class CheckpointSource {
     std::string fused = layer + (down ? "down_proj" : "gate_up_proj");
     auto it = stored_.find(fused);
     if (it == stored_.end()) return std::nullopt;
-    if (fused_name_ != fused) {
-      std::vector<index_t> full = ckpt_.info(it->second).shape;
-      if (full.size() != 3 || e >= full[0])
-        fail(errc::bad_shape, where(), ": tensor \"", it->second, "\": expected [experts, ", down ? "D, I" : "2·I, D",
-             "], found ", format(full));
-      index_t rows = down ? shape[0] : 2 * shape[0];
-      fused_ = read(it->second, {full[0], rows, shape[1]});
+    if (fused_name_ != fused) {  // read once per layer, then sliced expert by expert
+      fused_ = read(it->second, {experts_, down ? shape[0] : 2 * shape[0], shape[1]});
       fused_name_ = fused;
     }
     index_t per = fused_.shape[1] * fused_.shape[2], offset = e * per + (leaf == "w3.weight" ? shape[0] * shape[1] : 0);
@@ -244,6 +240,7 @@ class CheckpointSource {
   }
 
   io::Checkpoint const& ckpt_;
+  index_t experts_;                                         // routed experts per layer (fused tensors' first axis)
   std::map<std::string, std::string, std::less<>> stored_;  // upstream name → stored name
   std::set<std::string, std::less<>> used_;                 // stored names read
   std::string fused_name_;                                  // the fused expert tensor held in fused_
@@ -252,7 +249,7 @@ class CheckpointSource {
 
 // The weights of `config` from an open checkpoint.
 inline Weights load_weights(io::Checkpoint const& checkpoint, Config const& config) {
-  CheckpointSource source(checkpoint);
+  CheckpointSource source(checkpoint, config);
   Weights w = build_weights(config, source);
   source.finish();
   return w;

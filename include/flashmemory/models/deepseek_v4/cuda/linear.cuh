@@ -1,0 +1,123 @@
+// flashmemory/models/deepseek_v4/cuda/linear.cuh — bias-free linear layers for a few tokens at a time:
+//   y[t, r] = Σ_k W[r, k] · x[t, k]           (W [rows, cols] in the storage type, x and y float32)
+// the device twin of detail::linear (detail/ops.hpp). A decode step multiplies one token by every weight
+// matrix once, so the product is a matrix-vector stream bound by the bytes of W; prefill runs tiles of up
+// to kTileTokens tokens per pass over W.
+//
+// Grouped input (the grouped output projection wo_a, deepseek-v4.md §5.4): row r reads its input at
+// x[t, (r / group_rows) · group_offset …], so G groups of rows each see their own slice of x.
+//
+// Kernel: one warp per output row, 16-byte weight loads, four of them in flight per lane before the first
+// use; x is read through L1 (every warp of the block reads the same x). Requires cols % 8 == 0.
+#pragma once
+
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/models/deepseek_v4/cuda/detail/common.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace flashmemory::models::deepseek_v4::cuda {
+
+template <storage_element T>
+struct LinearArguments {
+  T const* w = nullptr;  // [rows, cols]
+  std::int64_t rows = 0, cols = 0;
+  float const* x = nullptr;  // [tokens, x_stride]
+  std::int64_t x_stride = 0;
+  std::int64_t tokens = 0;
+  std::int64_t group_rows = 0;    // rows per input group; 0 = one group
+  std::int64_t group_offset = 0;  // input offset between consecutive groups
+  float* y = nullptr;  // [tokens, y_stride], columns [0, rows) written
+  std::int64_t y_stride = 0;
+  cudaStream_t stream = nullptr;
+};
+
+namespace detail {
+
+inline constexpr int kTileTokens = 8;
+inline constexpr int kLinearWarps = 8;
+
+// acc[m] += W_row · x_m for the nt ≤ M tokens of a tile (per-lane partial sums; the caller reduces the warp).
+template <class T, int M>
+__device__ __forceinline__ void row_dot(T const* w, float const* x, std::int64_t x_stride, int chunks, int nt,
+                                        float (&acc)[M]) {
+  constexpr int kUnroll = 4;
+  int const lane = static_cast<int>(threadIdx.x % 32);
+  for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
+    float wv[kUnroll][8];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (c0 + 32 * u < chunks) load8_stream(w + static_cast<std::int64_t>(c0 + 32 * u) * 8, wv[u]);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      int const c = c0 + 32 * u;
+      if (c >= chunks) break;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        if (m >= nt) break;
+        float const* xm = x + m * x_stride + static_cast<std::int64_t>(c) * 8;
+        float4 const a = *reinterpret_cast<float4 const*>(xm), b = *reinterpret_cast<float4 const*>(xm + 4);
+        acc[m] += wv[u][0] * a.x + wv[u][1] * a.y + wv[u][2] * a.z + wv[u][3] * a.w + wv[u][4] * b.x +
+                  wv[u][5] * b.y + wv[u][6] * b.z + wv[u][7] * b.w;
+      }
+    }
+  }
+}
+
+template <class T, int M>
+__global__ void __launch_bounds__(kLinearWarps * 32) linear_kernel(LinearArguments<T> const p) {
+  std::int64_t const row = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
+  if (row >= p.rows) return;
+  std::int64_t const t0 = static_cast<std::int64_t>(blockIdx.y) * M;
+  int const nt = static_cast<int>(min(static_cast<std::int64_t>(M), p.tokens - t0));
+  std::int64_t const group = p.group_rows > 0 ? row / p.group_rows : 0;
+  float const* x = p.x + t0 * p.x_stride + group * p.group_offset;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  row_dot<T, M>(p.w + row * p.cols, x, p.x_stride, static_cast<int>(p.cols / 8), nt, acc);
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+  if (threadIdx.x % 32 == 0)
+    for (int m = 0; m < nt; ++m) p.y[(t0 + m) * p.y_stride + row] = acc[m];
+}
+
+}  // namespace detail
+
+template <storage_element T>
+Status can_implement(LinearArguments<T> const& a) {
+  if (a.rows < 0 || a.cols <= 0 || a.tokens < 0)
+    return Status::failure(errc::bad_shape, "linear (CUDA): W [", a.rows, ", ", a.cols, "] for ", a.tokens, " tokens");
+  if (a.cols % 8 != 0)
+    return Status::failure(errc::unsupported, "linear (CUDA): input width ", a.cols, " is not a multiple of 8");
+  if (a.x_stride % 4 != 0 || a.group_offset % 4 != 0 || reinterpret_cast<std::uintptr_t>(a.x) % 16 != 0 ||
+      reinterpret_cast<std::uintptr_t>(a.w) % 16 != 0)
+    return Status::failure(errc::invalid_argument, "linear (CUDA): W and x rows must be 16-byte aligned");
+  std::int64_t const groups = a.group_rows > 0 ? (a.rows + a.group_rows - 1) / a.group_rows : 1;
+  if ((groups - 1) * a.group_offset + a.cols > a.x_stride)
+    return Status::failure(errc::bad_shape, "linear (CUDA): ", groups, " input groups of ", a.cols,
+                           " columns overrun the input row of ", a.x_stride);
+  if (a.y_stride < a.rows) return Status::failure(errc::bad_shape, "linear (CUDA): output row of ", a.y_stride, " < ", a.rows);
+  return Status::success();
+}
+
+// Enqueues y = x · Wᵀ on a.stream.
+template <storage_element T>
+Status linear(LinearArguments<T> const& a) {
+  if (Status s = can_implement(a); !s) return s;
+  if (a.rows == 0 || a.tokens == 0) return Status::success();
+  auto const blocks = static_cast<unsigned>(detail::ceil_div(a.rows, detail::kLinearWarps));
+  if (a.tokens == 1) {
+    detail::linear_kernel<T, 1><<<dim3(blocks, 1), detail::kLinearWarps * 32, 0, a.stream>>>(a);
+  } else {
+    auto const tiles = static_cast<unsigned>(detail::ceil_div(a.tokens, detail::kTileTokens));
+    detail::linear_kernel<T, detail::kTileTokens><<<dim3(blocks, tiles), detail::kLinearWarps * 32, 0, a.stream>>>(a);
+  }
+  return ::flashmemory::cuda::launch_status("deepseek_v4 linear_kernel", __FILE__, __LINE__);
+}
+
+}  // namespace flashmemory::models::deepseek_v4::cuda
