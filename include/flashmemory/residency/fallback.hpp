@@ -2,9 +2,11 @@
 //
 // When more than `limit` of the chunks score above `threshold` (the release uses limits of 0.15–0.30), the
 // indexer is not separating the needed chunks from the rest — needle-style prompts do this — and the inner
-// policy's set would either explode or miss what matters. Then:
+// policy's set would either explode or miss what matters. Then, instead of the inner set:
 //   FallbackMode::full    every page is resident (full attention for this window);
-//   FallbackMode::widen   the inner set ∪ the ⌈widened_fraction · pages⌉ best pages by score (TopFraction).
+//   FallbackMode::widen   a bounded, wider budget: the ⌈widened_fraction · pages⌉ best pages by summed score
+//                         (TopFraction). Compose outside the fallback what must always stay, e.g.
+//                         Union<Fallback<Published>, RecencyTail>.
 // The returned set says `fallback = true`, so the controller can count the windows where it fired.
 // Scores must be probabilities. Note: `full` needs a reserve that holds the whole history.
 #pragma once
@@ -12,7 +14,6 @@
 #include <flashmemory/residency/concepts.hpp>
 #include <flashmemory/residency/detail/select.hpp>
 #include <flashmemory/residency/top_fraction.hpp>
-#include <flashmemory/residency/union.hpp>
 
 namespace flashmemory::residency {
 
@@ -40,7 +41,7 @@ struct Fallback {
     if (mode == FallbackMode::full) {
       for (index_t p = 0; p < page_count(ctx); ++p) set.pages.push_back(p);
     } else {
-      set = Union<Inner, TopFraction>(inner, TopFraction{widened_fraction}).select(ctx);
+      set = TopFraction{widened_fraction}.select(ctx);
     }
     set.fallback = true;
     return set;

@@ -14,6 +14,7 @@
 #include <flashmemory/store/host_mirror.hpp>
 
 #include <span>
+#include <utility>
 
 namespace flashmemory::store {
 
@@ -22,8 +23,9 @@ struct ChunkStore {
   HostMirror<Layout, MirrorAllocator> mirror;
   DeviceReserve<Layout, ReserveAllocator> reserve;
 
-  ChunkStore(Layout const& layout, index_t cells, std::size_t mirror_cap = kUnlimited)
-      : mirror(layout, mirror_cap), reserve(layout, cells) {}
+  ChunkStore(Layout const& layout, index_t cells, std::size_t mirror_cap = kUnlimited, MirrorAllocator mirror_allocator = {},
+             ReserveAllocator reserve_allocator = {})
+      : mirror(layout, mirror_cap, std::move(mirror_allocator)), reserve(layout, cells, std::move(reserve_allocator)) {}
 
   Layout const& layout() const noexcept { return mirror.layout(); }
 

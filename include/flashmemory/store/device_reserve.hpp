@@ -85,6 +85,9 @@ class DeviceReserve {
   std::span<std::byte> cell(index_t c) requires(Allocator::kHostAccessible) {
     return {data_ + static_cast<std::size_t>(checked(c)) * page_bytes(), page_bytes()};
   }
+  std::span<std::byte const> cell(index_t c) const requires(Allocator::kHostAccessible) {
+    return {data_ + static_cast<std::size_t>(checked(c)) * page_bytes(), page_bytes()};
+  }
   std::span<std::byte const> record(index_t row) const requires(Allocator::kHostAccessible) {
     if (row < 0 || row >= rows()) fail(errc::invalid_argument, "device reserve: row ", row, " of ", rows());
     return {data_ + row * layout_.record_bytes(), static_cast<std::size_t>(layout_.record_bytes())};

@@ -60,6 +60,10 @@ class HostMirror {
     max_bytes_ = bytes;
   }
 
+  // Allocates the page the next append writes to, if it is not there yet. Fails (cap, allocation) exactly
+  // when the next append would, changing nothing: callers that must not half-append check with it first.
+  void make_room() { next_slot(); }
+
   // Encodes one chunk (layout().channels() floats) and appends it; returns its chunk index.
   index_t append(std::span<float const> chunk) {
     if (static_cast<index_t>(chunk.size()) != layout_.channels())
