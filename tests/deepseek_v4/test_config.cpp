@@ -166,6 +166,14 @@ TEST_CASE("invalid configurations name the key and expected vs found", "[deepsee
     j["rope_parameters"]["compress"]["rope_type"] = "longrope";
     fails_with("longrope", "default or yarn");
   }
+  SECTION("group-limited routing") {
+    j["n_group"] = 8;
+    fails_with("n_group", "found 8");
+  }
+  SECTION("FP8 blocks other than 128x128") {
+    j["quantization_config"] = {{"quant_method", "fp8"}, {"weight_block_size", {64, 64}}};
+    fails_with("quantization_config.weight_block_size", "expected [128, 128], found [64, 64]");
+  }
   SECTION("unsupported router score function") {
     j["scoring_func"] = "softmax";
     fails_with("scoring_func", "found \"softmax\"");

@@ -196,6 +196,13 @@ inline Config config_from_json(io::JsonObject const& o) {
     fail(errc::unsupported, c.source, ": key \"hidden_act\": expected silu, found \"", act, "\"");
   if (o.get_or("tie_word_embeddings", false))
     fail(errc::unsupported, c.source, ": key \"tie_word_embeddings\": expected false (V4's LM head is untied), found true");
+  // Routing is flat top-k (noaux_tc without groups) and FP8 weights use 128×128 blocks; refuse anything else.
+  if (auto groups = o.find<index_t>("n_group"); groups && *groups > 1)
+    fail(errc::unsupported, c.source, ": key \"n_group\": group-limited expert routing is not supported (expected 1), found ", *groups);
+  if (auto q = o.find<io::JsonObject>("quantization_config"))
+    if (auto block = q->find<std::vector<index_t>>("weight_block_size"); block && *block != std::vector<index_t>{128, 128})
+      fail(errc::unsupported, c.source, ": key \"quantization_config.weight_block_size\": expected [128, 128], found [",
+           block->size() ? (*block)[0] : 0, block->size() > 1 ? ", " + std::to_string((*block)[1]) : std::string(), "]");
   if (auto eos = o.find<nlohmann::json>("eos_token_id"))
     c.eos_token_ids = eos->is_array() ? o.get<std::vector<index_t>>("eos_token_id")
                                       : std::vector<index_t>{o.get<index_t>("eos_token_id")};

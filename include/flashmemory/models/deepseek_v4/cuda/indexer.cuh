@@ -1,0 +1,98 @@
+// flashmemory/models/deepseek_v4/cuda/indexer.cuh — the Lightning Indexer's scores for one token of a CSA
+// layer (deepseek-v4.md §6.4 steps 3–5), the device twin of indexer::index_scores (indexer/reference.hpp):
+//   score[w] = fold · Σ_h iw[h] · ReLU(⟨qI[h], K[w]⟩)     for the causal entries w < (position + 1) / ratio
+// with fold = (n_I · d_I)^(−1/2). Entries at or past the causal count are not written: the decoder keeps them
+// at −∞ (it fills the buffer at reset, and entries only ever become causal), so the top-k over the whole
+// buffer (fm::indexer::cuda::TopK) sees exactly the causal ones, whatever the step — graph-capture safe.
+//
+// fm::indexer::cuda::IndexScores is the tensor-core kernel for DeepSeek's 64/128 × 128 indexer, but it
+// takes the number of keys from the host; this one reads the causal count from device memory and serves
+// any head count and width (the test fixtures have 4–16 heads of 16–32 channels).
+//
+// Kernel: one thread per entry; the token's queries and head weights in shared memory (read as
+// broadcasts), eight heads' dot products accumulated per pass over the entry's key row.
+#pragma once
+
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/models/deepseek_v4/cuda/detail/common.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace flashmemory::models::deepseek_v4::cuda {
+
+template <storage_element T>
+struct IndexScoreArguments {
+  float const* q = nullptr;        // [heads, dim] this token's roped indexer queries
+  float const* weights = nullptr;  // [heads] head weights (x · weights_projᵀ)
+  float fold = 1.0f;
+  T const* keys = nullptr;  // [capacity, dim] index keys
+  std::int64_t capacity = 0;
+  int heads = 0, dim = 0, ratio = 0;
+  std::int64_t const* position = nullptr;  // device: position of token 0 of the chunk
+  std::int64_t token = 0;
+  float* scores = nullptr;  // [capacity]
+  cudaStream_t stream = nullptr;
+};
+
+namespace detail {
+
+inline constexpr int kScoreThreads = 128;
+inline constexpr int kScoreHeads = 8;  // heads per pass over a key row
+
+template <class T>
+__global__ void __launch_bounds__(kScoreThreads) index_score_kernel(IndexScoreArguments<T> const p) {
+  extern __shared__ float smem[];  // q [heads, dim] | weights [heads]
+  std::int64_t const count = (*p.position + p.token + 1) / p.ratio;
+  std::int64_t const first = static_cast<std::int64_t>(blockIdx.x) * kScoreThreads;
+  if (first >= count) return;
+  float* q = smem;
+  float* hw = smem + p.heads * p.dim;
+  for (int i = static_cast<int>(threadIdx.x); i < p.heads * p.dim; i += kScoreThreads) q[i] = p.q[i];
+  for (int i = static_cast<int>(threadIdx.x); i < p.heads; i += kScoreThreads) hw[i] = p.weights[i];
+  __syncthreads();
+  std::int64_t const w = first + threadIdx.x;
+  if (w >= count) return;
+  T const* key = p.keys + w * p.dim;
+  float score = 0.0f;
+  for (int h0 = 0; h0 < p.heads; h0 += kScoreHeads) {
+    float acc[kScoreHeads] = {};
+    for (int c = 0; c < p.dim; c += 8) {
+      float k[8];
+      load8(key + c, k);
+#pragma unroll
+      for (int j = 0; j < kScoreHeads; ++j) {
+        if (h0 + j >= p.heads) break;
+        float4 const a = *reinterpret_cast<float4 const*>(q + (h0 + j) * p.dim + c);
+        float4 const b = *reinterpret_cast<float4 const*>(q + (h0 + j) * p.dim + c + 4);
+        acc[j] += a.x * k[0] + a.y * k[1] + a.z * k[2] + a.w * k[3] + b.x * k[4] + b.y * k[5] + b.z * k[6] + b.w * k[7];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kScoreHeads; ++j)
+      if (h0 + j < p.heads) score += hw[h0 + j] * fmaxf(acc[j], 0.0f);
+  }
+  p.scores[w] = score * p.fold;
+}
+
+}  // namespace detail
+
+template <storage_element T>
+Status index_scores(IndexScoreArguments<T> const& a) {
+  if (a.heads <= 0 || a.dim <= 0 || a.dim % 8 != 0 || a.ratio <= 0)
+    return Status::failure(errc::unsupported, "index scores (CUDA): ", a.heads, " heads of ", a.dim,
+                           " channels, ratio ", a.ratio, " (width must be a positive multiple of 8)");
+  if (!a.q || !a.weights || !a.keys || !a.scores || !a.position)
+    return Status::failure(errc::invalid_argument, "index scores (CUDA): null argument");
+  std::size_t const smem = (static_cast<std::size_t>(a.heads) * a.dim + a.heads) * sizeof(float);
+  if (smem > 48 * 1024) return Status::failure(errc::unsupported, "index scores (CUDA): ", a.heads, " × ", a.dim, " queries");
+  if (a.capacity == 0) return Status::success();
+  detail::index_score_kernel<T><<<static_cast<unsigned>(detail::ceil_div(a.capacity, detail::kScoreThreads)),
+                                  detail::kScoreThreads, smem, a.stream>>>(a);
+  return ::flashmemory::cuda::launch_status("deepseek_v4 index_score_kernel", __FILE__, __LINE__);
+}
+
+}  // namespace flashmemory::models::deepseek_v4::cuda

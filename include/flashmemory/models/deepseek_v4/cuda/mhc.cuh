@@ -1,0 +1,234 @@
+// flashmemory/models/deepseek_v4/cuda/mhc.cuh — the residual streams on the GPU: embedding into n_hc
+// streams and the Manifold-Constrained Hyper-Connections around every sub-layer (deepseek-v4.md §3, §4), the
+// device twins of hyper_mix / hyper_collapse / hyper_expand / hyper_head (mhc.hpp).
+//
+// A site needs ρ = rms(z) and μ = fn · z over all n_hc·D entries of the streams z — a reduction across the
+// whole hidden size — so it runs as two kernels:
+//   hyper_partial   many blocks, each a slice of 64 columns of every stream: first (optionally) places the
+//                   previous sub-layer's output, X'[k] = post_k · y + Σ_j comb[j, k] X[j] with the previous
+//                   site's post/comb, then writes its slice's partial μ and Σ z²;
+//   hyper_finish    one block per token: sums the partials, computes pre/post/comb (Sinkhorn, one thread —
+//                   n_hc² ≤ 16 entries), stores them for the next expand, collapses u = Σ_i pre_i X[i] and
+//                   applies the sub-layer's RMSNorm. The head hyper-connection (§4.3) is the same with
+//                   `head`: pre only, and the final norm.
+// Streams X are float32 [tokens, n_hc·D], stream-major per token. The mix state of a token is
+// [pre (n_hc) | post (n_hc) | comb (n_hc²)].
+#pragma once
+
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/models/deepseek_v4/cuda/detail/common.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace flashmemory::models::deepseek_v4::cuda {
+
+inline constexpr int kHyperColumns = 64;  // columns of every stream per hyper_partial block
+inline constexpr int kMaxHc = 16;
+
+constexpr int mix_state_size(int hc) { return 2 * hc + hc * hc; }
+constexpr int hyper_blocks(std::int64_t hidden) { return static_cast<int>((hidden + kHyperColumns - 1) / kHyperColumns); }
+
+// X[t, i, :] = embed[ids[t], :] for every stream i.
+template <storage_element T>
+struct EmbedArguments {
+  T const* table = nullptr;  // [V, D]
+  std::int32_t const* ids = nullptr;  // [tokens]
+  float* x = nullptr;  // [tokens, hc·D]
+  std::int64_t tokens = 0, hidden = 0;
+  int hc = 0;
+  cudaStream_t stream = nullptr;
+};
+
+struct HyperPartialArguments {
+  float* x = nullptr;  // [tokens, hc·D], updated in place when y is given
+  std::int64_t tokens = 0, hidden = 0;
+  int hc = 0;
+  float const* fn = nullptr;  // [mix, hc·D]
+  int mix = 0;                // rows of fn: (2 + hc)·hc for a sub-layer site, hc for the head
+  float const* y = nullptr;          // [tokens, D] previous sub-layer output to place first, or null
+  float const* mix_state = nullptr;  // [tokens, mix_state_size(hc)] of the previous site (with y)
+  float* partial = nullptr;          // [tokens, hyper_blocks(D), mix + 1]
+  cudaStream_t stream = nullptr;
+};
+
+struct HyperFinishArguments {
+  float const* x = nullptr;        // [tokens, hc·D]
+  float const* partial = nullptr;  // from hyper_partial over the same tokens
+  std::int64_t first = 0, count = 0;  // finish tokens [first, first + count)
+  std::int64_t hidden = 0;
+  int hc = 0;
+  bool head = false;
+  float const* base = nullptr;   // [mix]
+  float const* scale = nullptr;  // [3], or [1] for the head
+  int sinkhorn_iters = 0;
+  double rms_eps = 1e-6, hc_eps = 1e-6;
+  float const* norm = nullptr;  // [D] weight of the norm after the collapse
+  float* mix_state = nullptr;   // [tokens, mix_state_size(hc)] written for sub-layer sites (absolute token)
+  float* out = nullptr;         // [count, D]
+  cudaStream_t stream = nullptr;
+};
+
+namespace detail {
+
+template <class T>
+__global__ void embed_kernel(EmbedArguments<T> const p) {
+  std::int64_t const t = blockIdx.x;
+  T const* row = p.table + static_cast<std::int64_t>(p.ids[t]) * p.hidden;
+  float* x = p.x + t * p.hc * p.hidden;
+  for (std::int64_t e = threadIdx.x; e < p.hidden; e += blockDim.x) {
+    float const v = to_float(row[e]);
+    for (int i = 0; i < p.hc; ++i) x[i * p.hidden + e] = v;
+  }
+}
+
+__global__ void hyper_partial_kernel(HyperPartialArguments const p) {
+  extern __shared__ float smem[];  // old streams [hc][64], then per-warp sums [warps][mix + 1]
+  int const tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  int const i = tid / kHyperColumns, col = tid % kHyperColumns;
+  std::int64_t const D = p.hidden, t = blockIdx.y, e = static_cast<std::int64_t>(blockIdx.x) * kHyperColumns + col;
+  bool const in = e < D;
+  float* x = p.x + t * p.hc * D;
+  float v = in ? x[i * D + e] : 0.0f;
+  if (p.y) {
+    float* old = smem;
+    old[i * kHyperColumns + col] = v;
+    __syncthreads();
+    int const ms = mix_state_size(p.hc);
+    float const* post = p.mix_state + t * ms + p.hc;
+    float const* comb = post + p.hc;
+    float nv = post[i] * (in ? p.y[t * D + e] : 0.0f);
+    for (int j = 0; j < p.hc; ++j) nv += comb[j * p.hc + i] * old[j * kHyperColumns + col];
+    v = nv;
+    if (in) x[i * D + e] = v;
+  }
+  float* sums = smem + p.hc * kHyperColumns;
+  int const stride = p.mix + 1;
+  float const* fn = p.fn + i * D + e;
+  for (int r = 0; r < p.mix; ++r) {
+    float c = in ? fn[static_cast<std::int64_t>(r) * p.hc * D] * v : 0.0f;
+    c = warp_sum(c);
+    if (lane == 0) sums[warp * stride + r] = c;
+  }
+  float const ss = warp_sum(v * v);
+  if (lane == 0) sums[warp * stride + p.mix] = ss;
+  __syncthreads();
+  int const warps = static_cast<int>(blockDim.x / 32);
+  float* out = p.partial + (t * gridDim.x + blockIdx.x) * stride;
+  for (int r = tid; r < stride; r += blockDim.x) {
+    float s = 0.0f;
+    for (int w = 0; w < warps; ++w) s += sums[w * stride + r];
+    out[r] = s;
+  }
+}
+
+// Sinkhorn projection of the comb logits c [n, n] in place — the same operations in the same order as
+// detail::sinkhorn (mhc.hpp).
+__device__ inline void sinkhorn(float* c, int n, int iters, float eps) {
+  auto normalise_columns = [&] {
+    for (int k = 0; k < n; ++k) {
+      float s = 0;
+      for (int j = 0; j < n; ++j) s += c[j * n + k];
+      for (int j = 0; j < n; ++j) c[j * n + k] /= s + eps;
+    }
+  };
+  for (int j = 0; j < n; ++j) {
+    float m = c[j * n];
+    for (int k = 1; k < n; ++k) m = fmaxf(m, c[j * n + k]);
+    float s = 0;
+    for (int k = 0; k < n; ++k) s += c[j * n + k] = expf(c[j * n + k] - m);
+    for (int k = 0; k < n; ++k) c[j * n + k] = c[j * n + k] / s + eps;
+  }
+  normalise_columns();
+  for (int it = 1; it < iters; ++it) {
+    for (int j = 0; j < n; ++j) {
+      float s = 0;
+      for (int k = 0; k < n; ++k) s += c[j * n + k];
+      for (int k = 0; k < n; ++k) c[j * n + k] /= s + eps;
+    }
+    normalise_columns();
+  }
+}
+
+__global__ void hyper_finish_kernel(HyperFinishArguments const p) {
+  extern __shared__ float smem[];  // scratch [33] | mu [mix + 1] | state [mix_state_size] | u [D]
+  int const hc = p.hc, mix = p.head ? hc : (2 + hc) * hc, ms = mix_state_size(hc);
+  float* scratch = smem;
+  float* mu = scratch + 33;
+  float* state = mu + mix + 1;
+  float* u = state + ms;
+  std::int64_t const D = p.hidden, t = p.first + blockIdx.x;
+  int const tid = static_cast<int>(threadIdx.x), blocks = hyper_blocks(D);
+  float const* partial = p.partial + t * blocks * (mix + 1);
+  for (int r = tid; r <= mix; r += blockDim.x) {
+    float s = 0.0f;
+    for (int b = 0; b < blocks; ++b) s += partial[b * (mix + 1) + r];
+    mu[r] = s;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    auto const rho = static_cast<float>(1.0 / sqrt(static_cast<double>(mu[mix]) / static_cast<double>(hc * D) + p.rms_eps));
+    auto const eps = static_cast<float>(p.hc_eps);
+    float* pre = state;
+    float* post = state + hc;
+    float* comb = state + 2 * hc;
+    for (int i = 0; i < hc; ++i) pre[i] = sigmoid(mu[i] * rho * p.scale[0] + p.base[i]) + eps;
+    if (!p.head) {
+      for (int i = 0; i < hc; ++i) post[i] = 2.0f * sigmoid(mu[hc + i] * rho * p.scale[1] + p.base[hc + i]);
+      for (int i = 0; i < hc * hc; ++i) comb[i] = mu[2 * hc + i] * rho * p.scale[2] + p.base[2 * hc + i];
+      sinkhorn(comb, hc, p.sinkhorn_iters, eps);
+      for (int i = 0; i < ms; ++i) p.mix_state[t * ms + i] = state[i];
+    }
+  }
+  __syncthreads();
+  float const* x = p.x + t * hc * D;
+  float ss = 0.0f;
+  for (std::int64_t e = tid; e < D; e += blockDim.x) {
+    float v = 0.0f;
+    for (int i = 0; i < hc; ++i) v += state[i] * x[i * D + e];
+    u[e] = v;
+    ss += v * v;
+  }
+  ss = block_sum(ss, scratch);
+  auto const r = static_cast<float>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(D) + p.rms_eps));
+  float* out = p.out + blockIdx.x * D;
+  for (std::int64_t e = tid; e < D; e += blockDim.x) out[e] = p.norm[e] * (u[e] * r);
+}
+
+}  // namespace detail
+
+template <storage_element T>
+Status embed_streams(EmbedArguments<T> const& a) {
+  if (a.tokens == 0) return Status::success();
+  detail::embed_kernel<T><<<static_cast<unsigned>(a.tokens), 256, 0, a.stream>>>(a);
+  return ::flashmemory::cuda::launch_status("deepseek_v4 embed_kernel", __FILE__, __LINE__);
+}
+
+inline Status hyper_partial(HyperPartialArguments const& a) {
+  if (a.hc < 1 || a.hc > kMaxHc) return Status::failure(errc::unsupported, "hyper_partial (CUDA): hc_mult ", a.hc, " (1 to ", kMaxHc, ")");
+  if (a.mix < 1 || a.hidden < 1) return Status::failure(errc::invalid_argument, "hyper_partial (CUDA): mix ", a.mix, ", hidden ", a.hidden);
+  if (a.y && !a.mix_state) return Status::failure(errc::invalid_argument, "hyper_partial (CUDA): y without the mix state");
+  if (a.tokens == 0) return Status::success();
+  int const threads = a.hc * kHyperColumns;
+  std::size_t const smem = (static_cast<std::size_t>(a.hc) * kHyperColumns + static_cast<std::size_t>(threads / 32) * (a.mix + 1)) * sizeof(float);
+  if (smem > 48 * 1024) return Status::failure(errc::unsupported, "hyper_partial (CUDA): ", a.mix, " mix rows");
+  detail::hyper_partial_kernel<<<dim3(static_cast<unsigned>(hyper_blocks(a.hidden)), static_cast<unsigned>(a.tokens)), threads,
+                                 smem, a.stream>>>(a);
+  return ::flashmemory::cuda::launch_status("deepseek_v4 hyper_partial_kernel", __FILE__, __LINE__);
+}
+
+inline Status hyper_finish(HyperFinishArguments const& a) {
+  if (a.hc < 1 || a.hc > kMaxHc) return Status::failure(errc::unsupported, "hyper_finish (CUDA): hc_mult ", a.hc);
+  if (!a.head && !a.mix_state) return Status::failure(errc::invalid_argument, "hyper_finish (CUDA): a sub-layer site needs the mix state");
+  if (a.count == 0) return Status::success();
+  int const mix = a.head ? a.hc : (2 + a.hc) * a.hc;
+  std::size_t const smem = (33 + static_cast<std::size_t>(mix + 1) + mix_state_size(a.hc) + static_cast<std::size_t>(a.hidden)) * sizeof(float);
+  if (smem > 48 * 1024) return Status::failure(errc::unsupported, "hyper_finish (CUDA): hidden size ", a.hidden);
+  detail::hyper_finish_kernel<<<static_cast<unsigned>(a.count), 256, smem, a.stream>>>(a);
+  return ::flashmemory::cuda::launch_status("deepseek_v4 hyper_finish_kernel", __FILE__, __LINE__);
+}
+
+}  // namespace flashmemory::models::deepseek_v4::cuda
