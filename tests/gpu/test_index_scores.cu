@@ -141,6 +141,12 @@ TEST_CASE("index scores (packed fp8 keys) match index_scores on the decoded keys
   check_case<Fp8Keys>({3, 64, 513, 200, true, LayerCombine::mean}, 8);
 }
 
+TEST_CASE("index scores, small shapes: partial tiles, both head counts, a row list", "[gpu][indexer][small]") {
+  check_case<Fp8Keys>({1, 64, 300, 0, false, LayerCombine::max}, 9);
+  check_case<Fp8Keys>({2, 128, 100, 150, true, LayerCombine::mean}, 10);
+  check_case<F32Keys>({1, 64, 77, 0, false, LayerCombine::max}, 11);
+}
+
 TEST_CASE("index scores reject unsupported shapes", "[gpu][indexer]") {
   DeviceBuffer<float> buf(96 * 128);
   std::vector<F32Keys::Pool> pools{F32Keys::Pool(buf.data(), 10, 128)};

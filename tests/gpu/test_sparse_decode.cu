@@ -151,6 +151,15 @@ TEST_CASE("sparse decode (packed fp8 rows) matches the reference on the decoded 
   }
 }
 
+// Small enough for compute-sanitizer's racecheck and memcheck (tools/gpu_check.sh runs the [small] cases).
+TEST_CASE("sparse decode, small shapes: partial tiles, an empty token, one split and many", "[gpu][attention][small]") {
+  for (int splits : {0, 1, 2}) {
+    INFO("splits " << splits);
+    CHECK(run_case<Bf16Rows, bfloat16>({3, 64, 16, 90, 200, splits}, 50u + static_cast<unsigned>(splits)).error < kTolerance<bfloat16>);
+    CHECK(run_case<PackedRows, float>({2, 64, 8, 70, 100, splits}, 60u + static_cast<unsigned>(splits)).error < kTolerance<float>);
+  }
+}
+
 TEST_CASE("sparse decode is deterministic: the same inputs give the same bits", "[gpu][attention]") {
   Case const c{4, 64, 128, 1000, 3000};
   auto a = run_case<Bf16Rows, float>(c, 77), b = run_case<Bf16Rows, float>(c, 77);

@@ -89,6 +89,15 @@ TEST_CASE("top-k breaks ties toward the lower index, even among thousands of equ
   check_rows({plateau}, 1000);
 }
 
+TEST_CASE("top-k, small shapes: every path (all selected, one level, refinement, ties)", "[gpu][topk][small]") {
+  std::mt19937 rng(7);
+  check_rows({test::normal(300, rng)}, 512);                        // fewer than k: all selected
+  check_rows({test::normal(4000, rng), test::normal(4000, rng)}, 100); // one level, candidates refined
+  std::vector<float> ties(12'000, 0.5f);
+  for (std::size_t i = 0; i < ties.size(); i += 7) ties[i] = 0.25f;
+  check_rows({ties}, 64);  // more equal scores than candidate slots: refinement into the index bits
+}
+
 TEST_CASE("top-k writes ids instead of indices when given", "[gpu][topk]") {
   std::mt19937 rng(6);
   std::vector<float> s = test::normal(10'000, rng);

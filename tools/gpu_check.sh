@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# tools/gpu_check.sh — everything the GPU part needs checked, in one call on a machine with an NVIDIA GPU:
+#   1. the device (nvidia-smi) and what .carry/ provides (dependencies the machine lacks, e.g. nlohmann-json);
+#   2. configure (CMake + Ninja) and build the GPU tests and benchmarks — or use a prebuilt build dir;
+#   3. the GPU tests: test_gpu and every other gpu-labelled test executable of the project, run directly
+#      (what `ctest -L gpu` runs, without its one process per test case);
+#   4. the kernels' registers / stack / local memory (cuobjdump) and the benchmarks;
+#   5. compute-sanitizer: memcheck on all of test_gpu, racecheck and synccheck on its [small] cases, each
+#      bounded by the time left (GPU_CHECK_BUDGET seconds in all, default 540: a 10-minute call);
+#   6. a summary table, printed last.
+# Logs go to $OUT (or ./gpu-check-logs). Usage: tools/gpu_check.sh [prebuilt-build-dir]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+out=${OUT:-$root/gpu-check-logs}
+mkdir -p "$out"
+export PATH="/usr/local/cuda/bin:$PATH"
+jobs=$(nproc 2>/dev/null || echo 8)
+summary=()
+add() { summary+=("$(printf '%-14s %s' "$1" "$2")"); }
+started=$(date +%s)
+deadline=$(( started + ${GPU_CHECK_BUDGET:-540} ))
+elapsed() { echo "$(( $(date +%s) - started ))s"; }
+# Seconds a stage may take: what it asks for, within the time left less `reserve` for the later stages.
+allow() { local left=$(( deadline - $(date +%s) - ${2:-0} )); echo $(( left < $1 ? (left > 0 ? left : 1) : $1 )); }
+
+# ---- 1. device and carried dependencies --------------------------------------------------------------
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.draw,power.limit \
+      --format=csv,noheader 2>&1 | head -1)
+echo "gpu: $gpu" | tee "$out/nvidia-smi.txt"
+nvidia-smi >> "$out/nvidia-smi.txt" 2>&1
+add device "$gpu"
+echo "tools: $(nvcc --version | tail -1); $(cmake --version | head -1); ninja $(ninja --version 2>/dev/null || echo missing)"
+
+cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a)
+if [ -d .carry ]; then
+  echo "carry: $(cd .carry && find . -maxdepth 3 -type d | sort | tr '\n' ' ')"
+  if [ -d .carry/share/cmake/nlohmann_json ] || [ -d .carry/lib/cmake/nlohmann_json ]; then
+    cmake_args+=(-DCMAKE_PREFIX_PATH="$root/.carry")
+    echo "carry: nlohmann_json package config found"
+  elif [ -f .carry/include/nlohmann/json.hpp ]; then
+    # Headers only: a two-file package config that points at them.
+    shim="$out/nlohmann_json_shim"
+    mkdir -p "$shim"
+    printf '%s\n' 'if(NOT TARGET nlohmann_json::nlohmann_json)' \
+      '  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)' \
+      "  set_target_properties(nlohmann_json::nlohmann_json PROPERTIES INTERFACE_INCLUDE_DIRECTORIES \"$root/.carry/include\")" \
+      'endif()' > "$shim/nlohmann_jsonConfig.cmake"
+    printf '%s\n' 'set(PACKAGE_VERSION 3.11.0)' 'set(PACKAGE_VERSION_COMPATIBLE TRUE)' > "$shim/nlohmann_jsonConfigVersion.cmake"
+    cmake_args+=(-Dnlohmann_json_DIR="$shim")
+    echo "carry: nlohmann/json.hpp found (headers only; using a package shim)"
+  fi
+  [ -d .carry/include ] && cmake_args+=(-DCMAKE_CXX_FLAGS="-isystem $root/.carry/include" -DCMAKE_CUDA_FLAGS="-isystem $root/.carry/include")
+else
+  echo "carry: none"
+fi
+
+# ---- 2. configure and build ---------------------------------------------------------------------------
+# Names of the gpu-labelled test executables other than test_gpu (from CTest's discovery scripts).
+gpu_tests_besides_test_gpu() {
+  grep -l 'LABELS;gpu' "$build"/tests/*/*_include.cmake 2>/dev/null | xargs -r -n1 basename |
+    sed 's/-[0-9a-f]*_include\.cmake$//' | grep -vx test_gpu | tr '\n' ' '
+}
+build=${1:-}
+if [ -n "$build" ]; then
+  build=$(cd "$build" && pwd)
+  add build "prebuilt: $build"
+  others=$(gpu_tests_besides_test_gpu)
+else
+  build="$root/build-gpu"
+  if ! cmake -S . -B "$build" "${cmake_args[@]}" > "$out/configure.log" 2>&1; then
+    tail -25 "$out/configure.log"
+    echo "configure failed; retrying without the tests (benchmarks only)"
+    cmake -S . -B "$build" "${cmake_args[@]}" -DFLASHMEMORY_BUILD_TESTS=OFF >> "$out/configure.log" 2>&1 ||
+      { tail -25 "$out/configure.log"; add configure "FAILED (see configure.log)"; }
+  fi
+  grep -E "Catch2|nlohmann|CUDA compiler identification|libcudacxx" "$out/configure.log" | head -8
+  t0=$(date +%s)
+  targets=()
+  [ -f "$build/build.ninja" ] && grep -q "build tests/gpu/test_gpu:" "$build/build.ninja" && targets+=(test_gpu)
+  targets+=(bench_lsa_kernels)
+  if cmake --build "$build" --target "${targets[@]}" --parallel "$jobs" > "$out/build.log" 2>&1; then
+    add build "ok: ${targets[*]} in $(( $(date +%s) - t0 ))s"
+  else
+    grep -E "error|FAILED" "$out/build.log" | head -20
+    add build "FAILED (see build.log)"
+  fi
+  # The other gpu-labelled test executables of the project (best effort).
+  others=$(gpu_tests_besides_test_gpu)
+  if [ -n "$others" ]; then
+    # shellcheck disable=SC2086
+    cmake --build "$build" --target $others --parallel "$jobs" -- -k 0 >> "$out/build.log" 2>&1 ||
+      echo "some other gpu test targets did not build: $others (see build.log)"
+  fi
+fi
+test_bin="$build/tests/gpu/test_gpu"
+bench_bin="$build/bench/bench_lsa_kernels"
+
+# ---- 3. tests -----------------------------------------------------------------------------------------
+run_tests() {  # name, binary
+  timeout "$(allow 240 200)" "$2" --reporter console --reporter "junit::out=$out/$1.xml" > "$out/$1.log" 2>&1
+  local rc=$?
+  add "$1" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc"): $(grep -E 'test cases|All tests passed' "$out/$1.log" | tail -1)"
+  [ $rc = 0 ] || grep -B3 -A12 -E "FAILED|REQUIRE|CHECK\(" "$out/$1.log" | head -60
+}
+if [ -x "$test_bin" ]; then run_tests test_gpu "$test_bin"; else add test_gpu "not built"; fi
+for t in ${others:-}; do
+  bin=$(find "$build/tests" -maxdepth 2 -type f -name "$t" -perm -u+x | head -1)
+  if [ -n "$bin" ]; then run_tests "$t" "$bin"; else add "$t" "not built"; fi
+done
+
+# ---- 4. resources and benchmarks ----------------------------------------------------------------------
+if [ -x "$bench_bin" ]; then
+  if command -v cuobjdump > /dev/null; then
+    cuobjdump --dump-resource-usage "$bench_bin" > "$out/resource-usage.txt" 2>&1
+    locals=$(grep -cE "STACK:[1-9]|LOCAL:[1-9]" "$out/resource-usage.txt" || true)
+    add resources "$(grep -c 'Function' "$out/resource-usage.txt") kernels, ${locals} with stack/local memory (resource-usage.txt)"
+    cuobjdump --dump-sass "$bench_bin" 2>/dev/null |
+      awk '/Function :/{f=$3} /\/\*[0-9a-f]+\*\//{op=$2; if (op ~ /^@/) op=$3; sub(/\..*/, "", op); n[f" "op]++}
+           END{for (k in n) print n[k], k}' | sort -k2,2 -k1,1nr > "$out/sass-histogram.txt"
+  fi
+  timeout "$(allow 200 60)" "$bench_bin" --reps 50 --csv "$out/bench.csv" > "$out/bench.log" 2>&1
+  rc=$?
+  add bench "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench.log")")"
+else
+  add bench "not built"
+fi
+
+# ---- 5. compute-sanitizer -----------------------------------------------------------------------------
+if [ -x "$test_bin" ] && command -v compute-sanitizer > /dev/null; then
+  sanitize() {  # tool, seconds, reserve for later stages, test filter
+    local secs
+    secs=$(allow "$2" "$3")
+    timeout "$secs" compute-sanitizer --tool "$1" --error-exitcode 3 "$test_bin" $4 > "$out/$1.log" 2>&1
+    local rc=$?
+    local line
+    line=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/$1.log" | tail -1)
+    case $rc in
+      0) add "$1" "ok: ${line:-clean} ($4)" ;;
+      124) add "$1" "TIMEOUT after ${secs}s ($4) ${line}" ;;
+      *) add "$1" "FAILED rc=$rc ($4): ${line}"; grep -m 12 -E "=========" "$out/$1.log" ;;
+    esac
+  }
+  sanitize memcheck 240 60 ""
+  sanitize racecheck 150 20 "[small]"
+  sanitize synccheck 60 0 "[small]"
+else
+  add sanitizer "skipped (no test_gpu or no compute-sanitizer)"
+fi
+
+# ---- 6. summary ---------------------------------------------------------------------------------------
+echo
+[ -f "$out/bench.log" ] && sed -n '/^ceilings/p;/^summary/,$p' "$out/bench.log"
+echo
+echo "==== gpu_check summary ($(elapsed); logs in $out) ===="
+printf '%s\n' "${summary[@]}"
