@@ -65,18 +65,19 @@ class CompressorState {
  private:
   void emit(CompressorWeights const& w, Rope const& rope, double eps) {
     auto n = static_cast<std::size_t>(width_), m = static_cast<std::size_t>(ratio_), cn = (overlap_ ? 2 : 1) * n;
-    std::size_t off = overlap_ ? n : 0;  // the slice of this window that pools into its own entry
+    std::size_t off = overlap_ ? n : 0;       // the slice of this window that pools into its own entry
+    std::size_t prev = overlap_ ? m : 0;      // slots of the previous window (CSA)
     std::vector<float> entry(n), z, v;
     for (std::size_t k = 0; k < n; ++k) {
       z.clear(), v.clear();
-      for (std::size_t j = 0; j < prev_kv_.size() / std::max<std::size_t>(n, 1); ++j)
+      for (std::size_t j = 0; j < prev; ++j)
         z.push_back(prev_gate_[j * n + k]), v.push_back(prev_kv_[j * n + k]);
       for (std::size_t j = 0; j < m; ++j) z.push_back(gate_[j * cn + off + k]), v.push_back(kv_[j * cn + off + k]);
       float mx = *std::max_element(z.begin(), z.end());
-      float total = 0, acc = 0;
+      double total = 0, acc = 0;  // softmax over the slots (gate −∞ → weight 0), weighted sum of the values
       for (std::size_t j = 0; j < z.size(); ++j) total += z[j] = std::exp(z[j] - mx);
-      for (std::size_t j = 0; j < z.size(); ++j) acc += z[j] / total * v[j];
-      entry[k] = acc;
+      for (std::size_t j = 0; j < z.size(); ++j) acc += z[j] * double(v[j]);
+      entry[k] = static_cast<float>(acc / total);
     }
     detail::rms_norm(entry, w.norm.span(), eps);
     rope.apply(entry, count() * ratio_);

@@ -86,12 +86,18 @@ __device__ void compressor_push(CompressorStep<T> const& c, std::int64_t pos, st
     float mx = kNegInf;
     for (int j = 0; j < prev; ++j) mx = fmaxf(mx, c.prev_gate[j * n + k]);
     for (int j = 0; j < m; ++j) mx = fmaxf(mx, c.gate[j * cn + own + k]);
-    float total = 0.0f;
-    for (int j = 0; j < prev; ++j) total += expf(c.prev_gate[j * n + k] - mx);
-    for (int j = 0; j < m; ++j) total += expf(c.gate[j * cn + own + k] - mx);
-    float acc = 0.0f;
-    for (int j = 0; j < prev; ++j) acc += expf(c.prev_gate[j * n + k] - mx) / total * c.prev_kv[j * n + k];
-    for (int j = 0; j < m; ++j) acc += expf(c.gate[j * cn + own + k] - mx) / total * c.kv[j * cn + own + k];
+    float total = 0.0f, acc = 0.0f;  // softmax over the slots (gate −∞ → weight 0), weighted sum of the values
+    for (int j = 0; j < prev; ++j) {
+      float const e = expf(c.prev_gate[j * n + k] - mx);
+      total += e;
+      acc += e * c.prev_kv[j * n + k];
+    }
+    for (int j = 0; j < m; ++j) {
+      float const e = expf(c.gate[j * cn + own + k] - mx);
+      total += e;
+      acc += e * c.kv[j * cn + own + k];
+    }
+    acc /= total;
     entry[k] = acc;
     ss += acc * acc;
   }
@@ -113,7 +119,7 @@ __device__ void compressor_push(CompressorStep<T> const& c, std::int64_t pos, st
 
 template <class T>
 __global__ void __launch_bounds__(kKvStepThreads) kv_step_kernel(KvStepArguments<T> const p) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   std::int64_t const pos = *p.position + p.token;
   if (blockIdx.x == 0) {
     float const* src = p.latent + p.token * p.latent_stride;

@@ -45,7 +45,7 @@ inline constexpr int kScoreHeads = 8;  // heads per pass over a key row
 
 template <class T>
 __global__ void __launch_bounds__(kScoreThreads) index_score_kernel(IndexScoreArguments<T> const p) {
-  extern __shared__ float smem[];  // q [heads, dim] | weights [heads]
+  extern __shared__ __align__(16) float smem[];  // q [heads, dim] | weights [heads]
   std::int64_t const count = (*p.position + p.token + 1) / p.ratio;
   std::int64_t const first = static_cast<std::int64_t>(blockIdx.x) * kScoreThreads;
   if (first >= count) return;

@@ -1,0 +1,193 @@
+// flashmemory/models/deepseek_v4/cuda/moe.cuh — the Mixture-of-Experts block on the GPU (deepseek-v4.md §7),
+// the device twins of route() and expert_accumulate() (moe.hpp). Three launches after the router logits
+// g = x · gateᵀ (a linear()):
+//   route        one warp per token: s = sqrtsoftplus(g) (or sigmoid), experts = top-k of s + bias (ties to
+//                the lower index, as indexer::top_k) or tid2eid[token] on hash layers, weights
+//                s_i / (Σ s + 1e-20) · routed_scaling_factor — all on the device, so a captured step
+//                routes every token afresh
+//   expert_up    h_j = silu(min(x·w1ᵀ, L)) ⊙ clamp(x·w3ᵀ, −L, L) for the k routed experts and the shared one
+//                (one warp per row of w1 and w3: both dot products, then the clamped SwiGLU)
+//   expert_down  y = Σ_j weight_j · h_j · w2_jᵀ + h_shared · w2_sharedᵀ (one warp per output row, experts
+//                in routing order, shared last — the reference's order of accumulation)
+// Expert matrices are stacked [E + 1, …] with the shared expert at index E.
+#pragma once
+
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/models/deepseek_v4/config.hpp>
+#include <flashmemory/models/deepseek_v4/cuda/detail/common.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/linear.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace flashmemory::models::deepseek_v4::cuda {
+
+inline constexpr int kMaxExperts = 512;
+inline constexpr int kMaxExpertsPerToken = 16;
+
+struct RouteArguments {
+  float const* logits = nullptr;  // [tokens, experts] router logits
+  std::int64_t tokens = 0;
+  int experts = 0, k = 0;
+  float const* bias = nullptr;            // [experts] selection bias, or null on hash layers
+  std::int32_t const* tid2eid = nullptr;  // [vocab, k] on hash layers
+  std::int32_t const* ids = nullptr;      // [tokens] token ids
+  ScoringFunc scoring = ScoringFunc::sqrtsoftplus;
+  float routed_scale = 1.0f;
+  std::int32_t* chosen = nullptr;  // [tokens, k]
+  float* weights = nullptr;        // [tokens, k]
+  cudaStream_t stream = nullptr;
+};
+
+template <storage_element T>
+struct ExpertArguments {
+  T const* w1 = nullptr;  // [experts + 1, inter, hidden]
+  T const* w3 = nullptr;  // [experts + 1, inter, hidden]
+  T const* w2 = nullptr;  // [experts + 1, hidden, inter]
+  std::int64_t hidden = 0, inter = 0;
+  int experts = 0, k = 0;
+  float const* x = nullptr;  // [tokens, hidden] ffn-normed input
+  std::int64_t tokens = 0;
+  std::int32_t const* chosen = nullptr;  // [tokens, k] from route
+  float const* weights = nullptr;        // [tokens, k]
+  float limit = 10.0f;                   // swiglu_limit
+  float* h = nullptr;  // workspace [tokens, k + 1, inter]
+  float* y = nullptr;  // [tokens, hidden]
+  cudaStream_t stream = nullptr;
+};
+
+namespace detail {
+
+inline constexpr int kPerLane = kMaxExperts / 32;
+
+__device__ __forceinline__ float router_score(float g, ScoringFunc f) {
+  if (f == ScoringFunc::sigmoid) return sigmoid(g);
+  float const sp = g > 20.0f ? g : log1pf(expf(g));  // PyTorch's softplus threshold
+  return sqrtf(sp);
+}
+
+__global__ void route_kernel(RouteArguments const p) {
+  std::int64_t const t = blockIdx.x;
+  int const lane = static_cast<int>(threadIdx.x);
+  float s[kPerLane], key[kPerLane];
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    int const e = lane + 32 * j;
+    s[j] = e < p.experts ? router_score(p.logits[t * p.experts + e], p.scoring) : 0.0f;
+    key[j] = e < p.experts ? s[j] + (p.bias ? p.bias[e] : 0.0f) : kNegInf;
+  }
+  float total = 0.0f;
+  int chosen[kMaxExpertsPerToken];
+  for (int i = 0; i < p.k; ++i) {
+    int e = -1;
+    if (p.bias) {
+      // Warp arg-max of key, ties to the lower expert.
+      float best = kNegInf;
+      int arg = p.experts;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j)
+        if (key[j] > best) best = key[j], arg = lane + 32 * j;
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) {
+        float const ob = __shfl_xor_sync(kFullMask, best, o);
+        int const oa = __shfl_xor_sync(kFullMask, arg, o);
+        if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
+      }
+      e = arg;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j)
+        if (lane + 32 * j == e) key[j] = kNegInf;
+    } else {
+      e = p.tid2eid[static_cast<std::int64_t>(p.ids[t]) * p.k + i];
+    }
+    float mine = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      if (lane + 32 * j == e) mine = s[j];
+    total += warp_sum(mine);  // s of expert e (one lane holds it)
+    chosen[i] = e;
+  }
+  if (lane == 0)
+    for (int i = 0; i < p.k; ++i) p.chosen[t * p.k + i] = chosen[i];
+  for (int i = 0; i < p.k; ++i) {
+    float mine = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      if (lane + 32 * j == chosen[i]) mine = s[j];
+    float const si = warp_sum(mine);
+    if (lane == 0) p.weights[t * p.k + i] = si / (total + 1e-20f) * p.routed_scale;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kLinearWarps * 32) expert_up_kernel(ExpertArguments<T> const p) {
+  std::int64_t const r = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
+  if (r >= p.inter) return;
+  int const j = static_cast<int>(blockIdx.y);
+  std::int64_t const t = blockIdx.z;
+  std::int64_t const e = j < p.k ? p.chosen[t * p.k + j] : p.experts;
+  std::int64_t const row = (e * p.inter + r) * p.hidden;
+  float const* x = p.x + t * p.hidden;
+  float a[1] = {0.0f}, b[1] = {0.0f};
+  int const chunks = static_cast<int>(p.hidden / 8);
+  row_dot<T, 1>(p.w1 + row, x, 0, chunks, 1, a);
+  row_dot<T, 1>(p.w3 + row, x, 0, chunks, 1, b);
+  float const ga = warp_sum(a[0]), gb = warp_sum(b[0]);
+  if (threadIdx.x % 32 == 0) {
+    float const g = fminf(ga, p.limit), u = fminf(fmaxf(gb, -p.limit), p.limit);
+    p.h[(t * (p.k + 1) + j) * p.inter + r] = g * sigmoid(g) * u;
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kLinearWarps * 32) expert_down_kernel(ExpertArguments<T> const p) {
+  std::int64_t const r = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
+  if (r >= p.hidden) return;
+  std::int64_t const t = blockIdx.y;
+  int const chunks = static_cast<int>(p.inter / 8);
+  float total = 0.0f;
+  for (int j = 0; j <= p.k; ++j) {
+    std::int64_t const e = j < p.k ? p.chosen[t * p.k + j] : p.experts;
+    float const w = j < p.k ? p.weights[t * p.k + j] : 1.0f;
+    float acc[1] = {0.0f};
+    row_dot<T, 1>(p.w2 + (e * p.hidden + r) * p.inter, p.h + (t * (p.k + 1) + j) * p.inter, 0, chunks, 1, acc);
+    total += w * warp_sum(acc[0]);
+  }
+  if (threadIdx.x % 32 == 0) p.y[t * p.hidden + r] = total;
+}
+
+}  // namespace detail
+
+inline Status route(RouteArguments const& a) {
+  if (a.experts < 1 || a.experts > kMaxExperts || a.k < 1 || a.k > kMaxExpertsPerToken || a.k > a.experts)
+    return Status::failure(errc::unsupported, "route (CUDA): ", a.k, " of ", a.experts, " experts (at most ", kMaxExpertsPerToken,
+                           " of ", kMaxExperts, ")");
+  if (!a.bias && (!a.tid2eid || !a.ids))
+    return Status::failure(errc::invalid_argument, "route (CUDA): a hash layer needs tid2eid and the token ids");
+  if (a.tokens == 0) return Status::success();
+  detail::route_kernel<<<static_cast<unsigned>(a.tokens), 32, 0, a.stream>>>(a);
+  return ::flashmemory::cuda::launch_status("deepseek_v4 route_kernel", __FILE__, __LINE__);
+}
+
+// Enqueues expert_up and expert_down: y = the MoE output for every token.
+template <storage_element T>
+Status experts(ExpertArguments<T> const& a) {
+  if (a.hidden % 8 != 0 || a.inter % 8 != 0 || a.hidden <= 0 || a.inter <= 0)
+    return Status::failure(errc::unsupported, "experts (CUDA): hidden ", a.hidden, " and intermediate ", a.inter,
+                           " must be positive multiples of 8");
+  if (a.k < 0 || a.k > kMaxExpertsPerToken) return Status::failure(errc::unsupported, "experts (CUDA): ", a.k, " experts per token");
+  if (a.tokens == 0) return Status::success();
+  if (a.tokens > 65535) return Status::failure(errc::unsupported, "experts (CUDA): ", a.tokens, " tokens in one launch");
+  dim3 const up(static_cast<unsigned>(detail::ceil_div(a.inter, detail::kLinearWarps)), static_cast<unsigned>(a.k + 1),
+                static_cast<unsigned>(a.tokens));
+  detail::expert_up_kernel<T><<<up, detail::kLinearWarps * 32, 0, a.stream>>>(a);
+  if (Status s = ::flashmemory::cuda::launch_status("deepseek_v4 expert_up_kernel", __FILE__, __LINE__); !s) return s;
+  dim3 const down(static_cast<unsigned>(detail::ceil_div(a.hidden, detail::kLinearWarps)), static_cast<unsigned>(a.tokens));
+  detail::expert_down_kernel<T><<<down, detail::kLinearWarps * 32, 0, a.stream>>>(a);
+  return ::flashmemory::cuda::launch_status("deepseek_v4 expert_down_kernel", __FILE__, __LINE__);
+}
+
+}  // namespace flashmemory::models::deepseek_v4::cuda
