@@ -1,0 +1,17 @@
+# cmake -DSOURCE=<file> -DDOC=<file> -DMARKER=<name> -P check_snippet.cmake
+# Fails unless the text of SOURCE between its two `// [MARKER]` lines (markers included) appears verbatim in DOC.
+file(READ "${SOURCE}" source)
+file(READ "${DOC}" doc)
+set(tag "// [${MARKER}]")
+string(FIND "${source}" "${tag}" first)
+string(FIND "${source}" "${tag}" last REVERSE)
+if(first EQUAL -1 OR first EQUAL last)
+  message(FATAL_ERROR "${SOURCE}: no pair of ${tag} markers")
+endif()
+string(LENGTH "${tag}" tag_length)
+math(EXPR length "${last} + ${tag_length} - ${first}")
+string(SUBSTRING "${source}" ${first} ${length} snippet)
+string(FIND "${doc}" "${snippet}" found)
+if(found EQUAL -1)
+  message(FATAL_ERROR "${DOC} does not quote the ${MARKER} snippet of ${SOURCE} as it is now; copy it again")
+endif()
