@@ -151,7 +151,7 @@ double pinned_h2d_gbs(Stream& s) {
 
 // ---- sparse attention ---------------------------------------------------------------------------------
 template <class Rows>
-void bench_attention(Stream& s, double ceiling, index_t B, index_t K, char const* label) {
+void bench_attention(Stream& s, double ceiling, index_t B, index_t K, char const* label, int splits = 0) {
   constexpr index_t H = 64, D = 512, W = 128;
   using Kernel = attention::cuda::SparseDecode<Rows, bfloat16>;
   using Arguments = typename Kernel::Arguments;
@@ -188,13 +188,16 @@ void bench_attention(Stream& s, double ceiling, index_t B, index_t K, char const
                              view<bfloat16, 3>(out.data(), B, H, D),
                              0.044194173f,
                              s.get()});
-  Kernel probe;
-  DeviceBuffer<std::byte> workspace(probe.max_workspace_size());
-  Kernel kernel(workspace.span());
+  typename Kernel::Options const options{splits};
+  Kernel probe({}, options);
+  DeviceBuffer<std::byte> workspace(std::max(probe.max_workspace_size(), probe.workspace_size(args[0])));
+  Kernel kernel(workspace.span(), options);
   check(kernel.can_implement(args[0]));
   double const us = median_us(s, [&](int i) { check(kernel.run(args[static_cast<std::size_t>(i % sets)])); });
   auto const plan = kernel.plan(args[0]);
-  report({"attention", std::string("sparse attention ") + label + " B=" + std::to_string(B) + " k=" + std::to_string(K) + " W=128",
+  report({splits ? "attention-splits" : "attention",
+          std::string("sparse attention ") + label + " B=" + std::to_string(B) + " k=" + std::to_string(K) + " W=128" +
+              (splits ? " (forced)" : ""),
           us, run_bytes, 4.0 * B * H * (W + K) * D, ceiling,
           "splits " + std::to_string(plan.splits) + " x " + std::to_string(plan.tiles_per_split) + " tiles"});
 }
@@ -229,8 +232,8 @@ void bench_scores(Stream& s, double ceiling, index_t n, index_t L, index_t H, bo
   };
   check(kernel.can_implement(args(0)));
   double const us = median_us(s, [&](int i) { check(kernel.run(args(i))); });
-  report({"scores", std::string("index scores ") + label + " " + std::to_string(n / 1024) + "K chunks, " + std::to_string(L) +
-                        " layer" + (L > 1 ? "s" : "") + " x " + std::to_string(H) + " heads",
+  report({"scores", std::string("index scores ") + label + " " + std::to_string(n / 1024) + "K x " + std::to_string(L) + "L x " +
+                        std::to_string(H) + "H",
           us, run_bytes, 2.0 * L * n * H * D, ceiling, std::to_string(sets) + " rotating sets"});
 }
 
@@ -284,14 +287,14 @@ void bench_gather(Stream& s, double ceiling) {
   check(gather.can_implement(args(0)));
   double const bytes = double(kMoves) * kPage;
   double const us = median_us(s, [&](int i) { check(gather.run(args(i))); }, 20);
-  report({"gather", "page gather kernel, 1024 scattered 37376 B pages", us, bytes, 0, ceiling, "mapped pinned -> reserve"});
+  report({"gather", "page gather, 1024 scattered 37376 B pages", us, bytes, 0, ceiling, "mapped pinned -> reserve"});
   double const us_copies = median_us(s, [&](int i) {
     std::size_t const set = static_cast<std::size_t>(i) % kSets;
     for (std::size_t m = 0; m < kMoves; ++m)
       FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(reserve.data() + dst[set * kMoves + m] * kPage, host_src[set * kMoves + m], kPage,
                                              cudaMemcpyHostToDevice, s));
   }, 10);
-  report({"gather", "page copies, 1024 cudaMemcpyAsync calls", us_copies, bytes, 0, ceiling, "for comparison"});
+  report({"gather", "page copies, 1024 cudaMemcpyAsync", us_copies, bytes, 0, ceiling, "for comparison"});
 }
 
 }  // namespace
@@ -317,10 +320,13 @@ int main(int argc, char** argv) {
         bench_attention<attention::cuda::Bf16Rows>(s, d2d, B, K, "bf16");
         bench_attention<attention::cuda::PackedRows>(s, d2d, B, K, "fp8 ");
       }
+    // The split heuristic's neighbourhood, for tuning.
+    for (index_t B : {1, 16})
+      for (int splits : {1, 2, 4, 8, 16, 34}) bench_attention<attention::cuda::Bf16Rows>(s, d2d, B, 2048, "bf16", splits);
     for (index_t n : {index_t{65'536}, index_t{262'144}, index_t{1'048'576}})
       bench_scores<indexer::cuda::Fp8Keys>(s, d2d, n, 1, 64, false, "fp8");
     bench_scores<indexer::cuda::F32Keys>(s, d2d, 262'144, 1, 64, false, "f32");
-    bench_scores<indexer::cuda::Fp8Keys>(s, d2d, 262'144, 3, 128, true, "fp8 fused sigmoid/max");
+    bench_scores<indexer::cuda::Fp8Keys>(s, d2d, 262'144, 3, 128, true, "fp8 sigmoid+max");
     bench_topk(s, d2d, 1, 262'144, 512);
     bench_topk(s, d2d, 16, 262'144, 512);
     bench_gather(s, h2d);
@@ -328,7 +334,8 @@ int main(int argc, char** argv) {
     std::printf("\nsummary (H100 targets: attention/scores >= 70%% of device copy; gather >= 70%% of pinned H2D; top-k < 130 us)\n");
     std::printf("%-46s %10s %10s %8s\n", "case", "us", "GB/s", "% ceil");
     for (Row const& r : g_rows)
-      std::printf("%-46s %10.2f %10.1f %7.1f%%\n", r.name.c_str(), r.us, r.gbs(), 100.0 * r.gbs() / r.ceiling);
+      if (r.group != "attention-splits")
+        std::printf("%-46s %10.2f %10.1f %7.1f%%\n", r.name.c_str(), r.us, r.gbs(), 100.0 * r.gbs() / r.ceiling);
     if (!csv.empty()) {
       std::ofstream f(csv);
       f << "group,case,us,bytes,gbs,ceiling_gbs,tflops,note\n";

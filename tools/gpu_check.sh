@@ -33,6 +33,10 @@ add device "$gpu"
 echo "tools: $(nvcc --version | tail -1); $(cmake --version | head -1); ninja $(ninja --version 2>/dev/null || echo missing)"
 
 cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a)
+cuda_flags=""
+# CMake before 3.31 does not know nvcc 13's C++20 flag (docs/packaging.md): pass it ourselves.
+cmake_version=$(cmake --version | head -1 | awk '{print $3}')
+if [ "$(printf '%s\n3.31\n' "$cmake_version" | sort -V | head -1)" != "3.31" ]; then cuda_flags="-std=c++20"; fi
 if [ -d .carry ]; then
   echo "carry: $(cd .carry && find . -maxdepth 3 -type d | sort | tr '\n' ' ')"
   if [ -d .carry/share/cmake/nlohmann_json ] || [ -d .carry/lib/cmake/nlohmann_json ]; then
@@ -50,10 +54,12 @@ if [ -d .carry ]; then
     cmake_args+=(-Dnlohmann_json_DIR="$shim")
     echo "carry: nlohmann/json.hpp found (headers only; using a package shim)"
   fi
-  [ -d .carry/include ] && cmake_args+=(-DCMAKE_CXX_FLAGS="-isystem $root/.carry/include" -DCMAKE_CUDA_FLAGS="-isystem $root/.carry/include")
+  [ -d .carry/include ] && cmake_args+=(-DCMAKE_CXX_FLAGS="-isystem $root/.carry/include") &&
+    cuda_flags="$cuda_flags -isystem $root/.carry/include"
 else
   echo "carry: none"
 fi
+[ -n "$cuda_flags" ] && cmake_args+=(-DCMAKE_CUDA_FLAGS="$cuda_flags")
 
 # ---- 2. configure and build ---------------------------------------------------------------------------
 # Names of the gpu-labelled test executables other than test_gpu (from CTest's discovery scripts).
