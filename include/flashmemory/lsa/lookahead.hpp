@@ -206,7 +206,6 @@ class Lookahead {
   EntryStore const& entries(index_t layer) const { return entries_.at(static_cast<std::size_t>(layer)); }
   KeyStore const& keys(index_t layer) const { return keys_.at(static_cast<std::size_t>(layer)); }
   LookaheadStats const& stats() const noexcept { return stats_; }
-  Scorer& scorer() noexcept { return scorer_; }
   Policy const& policy() const noexcept { return policy_; }
 
   FootprintReport footprint() const {

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <iterator>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace flashmemory::residency {
 
