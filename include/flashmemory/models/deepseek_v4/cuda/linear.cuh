@@ -83,7 +83,9 @@ __global__ void __launch_bounds__(kLinearWarps * 32) linear_kernel(LinearArgumen
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
   if (threadIdx.x % 32 == 0)
-    for (int m = 0; m < nt; ++m) p.y[(t0 + m) * p.y_stride + row] = acc[m];
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      if (m < nt) p.y[(t0 + m) * p.y_stride + row] = acc[m];
 }
 
 }  // namespace detail

@@ -1,0 +1,449 @@
+// flashmemory/models/deepseek_v4/cuda/decoder.cuh — the DeepSeek-V4 decoder on the GPU: the
+// `Decoder<fm::cuda::Backend, Kv>` specialisation of decoder.hpp's primary template (deepseek-v4.md §3).
+//
+//   #include <flashmemory/models/deepseek_v4/cuda/decoder.cuh>
+//   v4::Decoder<fm::cuda::Backend> gpu(config, weights, {.max_context = 65536});
+//   auto logits = gpu.forward(prompt);                 // the host reference's interface
+//   for (...) { next = argmax(logits); logits = gpu.forward(std::span(&next, 1)); }
+//
+// Same contract as the host reference: one Decoder holds one sequence; forward(ids) appends the tokens and
+// returns their logits; any chunking gives the same logits up to float rounding. Weights are uploaded once
+// in the backend's storage type (fm::cuda::Backend: bf16; fm::cuda::Float32Backend: float32), activations
+// are float32 with float32 accumulation.
+//
+// Every buffer is sized at construction for Options::max_context tokens and chunks of Options::max_chunk
+// tokens; a forward() that would pass max_context is an error, not a reallocation. The position lives in
+// device memory and every kernel reads it there, so one decode step is the same launch sequence at every
+// position: step() (and forward() of one token) records it once into a CUDA graph and replays it.
+//
+// A chunk runs layer by layer: the projections of all its tokens at once (one pass over each weight
+// matrix per kTileTokens tokens), then token by token the cache update, indexer scores, top-k and
+// attention (the order of §6.5 that makes chunking invisible), then the output projection and the MoE for
+// all tokens again.
+#pragma once
+
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/cuda/device_buffer.cuh>
+#include <flashmemory/core/cuda/pinned_buffer.cuh>
+#include <flashmemory/core/cuda/stream.cuh>
+#include <flashmemory/core/cuda_backend.hpp>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/indexer/cuda/topk.cuh>
+#include <flashmemory/models/deepseek_v4/config.hpp>
+#include <flashmemory/models/deepseek_v4/cuda/attention.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/cache.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/compressor.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/indexer.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/linear.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/mhc.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/moe.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/norm_rope.cuh>
+#include <flashmemory/models/deepseek_v4/cuda/weights.cuh>
+#include <flashmemory/models/deepseek_v4/decoder.hpp>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace flashmemory::models::deepseek_v4 {
+
+struct CudaDecoderOptions {
+  index_t max_context = 4096;  // tokens one sequence may hold; sizes every KV buffer
+  index_t max_chunk = 64;      // tokens per internal pass of forward(); sizes the activation buffers
+  bool graph = true;           // replay single-token steps from a captured CUDA graph
+};
+
+namespace cuda::detail {
+
+__global__ void advance_position_kernel(std::int64_t* position, std::int64_t tokens) { *position += tokens; }
+
+struct GraphExecDeleter {
+  void operator()(cudaGraphExec_t g) const noexcept { cudaGraphExecDestroy(g); }
+};
+using GraphExec = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, GraphExecDeleter>;
+
+// Activation buffers of one chunk of at most `chunk` tokens (names follow decoder.hpp / attention.hpp).
+struct Workspace {
+  std::int64_t chunk = 0, px_stride = 0, pq_stride = 0, splits = 1;
+  DeviceBuffer<std::int64_t> position;  // [1] position of the chunk's first token
+  DeviceBuffer<std::int32_t> ids;       // [chunk]
+  DeviceBuffer<float> streams, partial, mix_state, x, px, q_residual, pq, latent, o, grouped, y;
+  DeviceBuffer<float> router_logits, route_weights, hidden, head_in, logits;
+  DeviceBuffer<std::int32_t> chosen, selected;
+  DeviceBuffer<float> attn_o, attn_ml;
+
+  Workspace(Config const& c, std::int64_t chunk_, std::int64_t px_stride_, std::int64_t pq_stride_, int splits_)
+      : chunk(chunk_), px_stride(px_stride_), pq_stride(pq_stride_), splits(splits_) {
+    auto const S = static_cast<std::size_t>(chunk), D = static_cast<std::size_t>(c.hidden_size);
+    auto const hc = static_cast<std::size_t>(c.hc_mult), H = static_cast<std::size_t>(c.num_attention_heads);
+    auto const d = static_cast<std::size_t>(c.head_dim), k = static_cast<std::size_t>(c.num_experts_per_tok);
+    position = DeviceBuffer<std::int64_t>(1, "position");
+    ids = DeviceBuffer<std::int32_t>(S, "token ids");
+    streams = DeviceBuffer<float>(S * hc * D, "residual streams");
+    partial = DeviceBuffer<float>(S * static_cast<std::size_t>(hyper_blocks(c.hidden_size)) * ((2 + hc) * hc + 1), "mHC partial sums");
+    mix_state = DeviceBuffer<float>(S * static_cast<std::size_t>(mix_state_size(c.hc_mult)), "mHC mix state");
+    x = DeviceBuffer<float>(S * D, "sub-layer input");
+    px = DeviceBuffer<float>(S * static_cast<std::size_t>(px_stride), "attention input projections");
+    q_residual = DeviceBuffer<float>(S * static_cast<std::size_t>(c.q_lora_rank), "q_residual");
+    pq = DeviceBuffer<float>(S * static_cast<std::size_t>(pq_stride), "queries");
+    latent = DeviceBuffer<float>(S * d, "window latents");
+    o = DeviceBuffer<float>(S * H * d, "attention output");
+    grouped = DeviceBuffer<float>(S * static_cast<std::size_t>(c.o_groups * c.o_lora_rank), "grouped projection");
+    y = DeviceBuffer<float>(S * D, "sub-layer output");
+    router_logits = DeviceBuffer<float>(S * static_cast<std::size_t>(c.n_routed_experts), "router logits");
+    chosen = DeviceBuffer<std::int32_t>(S * k, "routed experts");
+    route_weights = DeviceBuffer<float>(S * k, "routing weights");
+    hidden = DeviceBuffer<float>(S * (k + 1) * static_cast<std::size_t>(c.moe_intermediate_size), "expert hidden");
+    head_in = DeviceBuffer<float>(S * D, "final hidden");
+    logits = DeviceBuffer<float>(S * static_cast<std::size_t>(c.vocab_size), "logits");
+    selected = DeviceBuffer<std::int32_t>(static_cast<std::size_t>(std::max<index_t>(c.index_topk, 1)), "selected entries");
+    attn_o = DeviceBuffer<float>(H * static_cast<std::size_t>(splits) * d, "attention partial outputs");
+    attn_ml = DeviceBuffer<float>(H * static_cast<std::size_t>(splits) * 2, "attention partial statistics");
+  }
+};
+
+}  // namespace cuda::detail
+
+template <class Storage, class Kv>
+class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
+  static_assert(std::is_same_v<Kv, FullResidentKv>,
+                "deepseek_v4::Decoder<cuda>: only the FullResidentKv policy is implemented so far");
+  using T = Storage;
+  template <class U>
+  using DeviceBuffer = ::flashmemory::cuda::DeviceBuffer<U>;
+
+ public:
+  using Options = CudaDecoderOptions;
+
+  Decoder(Config config, Weights const& weights, Options options = {})
+      : config_(std::move(config)), options_(options), weights_(cuda::upload_weights<T>(config_, weights)) {
+    Config const& c = config_;
+    if (options_.max_context < 1 || options_.max_chunk < 1 || options_.max_chunk > 65535)
+      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: max_context ", options_.max_context, " and max_chunk ",
+           options_.max_chunk, " must be positive (max_chunk at most 65535)");
+    if (c.count(LayerKind::csa) > 0 && c.index_topk > ::flashmemory::indexer::cuda::TopK::kMaxK)
+      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: index_topk ", c.index_topk, " exceeds the top-k kernel's ",
+           ::flashmemory::indexer::cuda::TopK::kMaxK);
+    for (auto [what, v] : {std::pair{"hidden_size", c.hidden_size}, std::pair{"head_dim", c.head_dim},
+                           std::pair{"q_lora_rank", c.q_lora_rank}, std::pair{"moe_intermediate_size", c.moe_intermediate_size},
+                           std::pair{"o_lora_rank · o_groups", c.o_groups * c.o_lora_rank},
+                           std::pair{"head_dim · heads / o_groups", c.head_dim * c.num_attention_heads / c.o_groups},
+                           std::pair{"index_head_dim", c.count(LayerKind::csa) > 0 ? c.index_head_dim : 8}})
+      if (v % 8 != 0)
+        fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: ", what, " = ", v, " is not a multiple of 8 (16-byte rows)");
+    if (c.head_dim > cuda::kMaxAttentionDim)
+      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: head_dim ", c.head_dim, " exceeds ", cuda::kMaxAttentionDim);
+
+    std::int64_t px = 0, pq = 0, max_rows = c.sliding_window;
+    for (index_t l = 0; l < c.num_hidden_layers; ++l) {
+      cache_.emplace_back(c, l, options_.max_context);
+      px = std::max(px, weights_.layers[static_cast<std::size_t>(l)].layout.rows);
+      pq = std::max(pq, weights_.layers[static_cast<std::size_t>(l)].layout.q_rows);
+      max_rows = std::max(max_rows, rows_per_token(l));
+    }
+    work_ = std::make_unique<cuda::detail::Workspace>(c, options_.max_chunk, px, pq, cuda::attention_splits(max_rows));
+    ids_staging_ = ::flashmemory::cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(options_.max_chunk),
+                                                                   ::flashmemory::cuda::PinnedBuffer<std::int32_t>::kHostOnly,
+                                                                   "token id staging");
+    reset();
+    stream_.synchronize();
+  }
+
+  Config const& config() const noexcept { return config_; }
+  Options const& options() const noexcept { return options_; }
+  // Position of the next token.
+  index_t position() const noexcept { return position_; }
+  // The most tokens the sequence can hold (Options::max_context).
+  index_t capacity() const noexcept { return options_.max_context; }
+  // The stream every kernel of this decoder runs on.
+  cudaStream_t stream() const noexcept { return stream_.get(); }
+
+  // Starts a new sequence (enqueued on stream()).
+  void reset() {
+    position_ = 0;
+    work_->position.fill_bytes(0, stream_);
+    for (auto& l : cache_) l.reset(stream_);
+  }
+
+  // Appends `ids` to the sequence; returns the logits of the last token [V] or of every token [S, V].
+  std::vector<float> forward(std::span<index_t const> ids, Logits which = Logits::last) {
+    index_t const S = static_cast<index_t>(ids.size()), V = config_.vocab_size;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= V)
+        fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: token id ", ids[i], " at index ", i,
+             " is outside the vocabulary [0, ", V, ")");
+    if (S == 0) return {};
+    expect_room(S);
+    std::vector<float> logits(static_cast<std::size_t>((which == Logits::all ? S : 1) * V));
+    for (index_t at = 0; at < S;) {
+      index_t const n = std::min<index_t>(options_.max_chunk, S - at);
+      bool const last = at + n == S;
+      index_t const first = which == Logits::all ? 0 : last ? n - 1 : n;  // tokens [first, n) get logits
+      for (index_t i = 0; i < n; ++i) ids_staging_[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(ids[at + i]);
+      FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(work_->ids.data(), ids_staging_.data(), static_cast<std::size_t>(n) * 4,
+                                             cudaMemcpyHostToDevice, stream_));
+      if (n == 1 && first == 0) run_step();
+      else enqueue_chunk(n, first);
+      position_ += n;
+      if (first < n) {
+        float* dst = logits.data() + (which == Logits::all ? at * V : 0);
+        FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(dst, work_->logits.data(), static_cast<std::size_t>((n - first) * V) * 4,
+                                               cudaMemcpyDeviceToHost, stream_));
+      }
+      stream_.synchronize();  // the staging buffer is reused by the next chunk; faults surface here
+      at += n;
+    }
+    return logits;
+  }
+
+  // Device-side decoding (generation loops that keep tokens on the GPU, benchmarks): step() decodes the
+  // token at device_token() and leaves its logits [V] in device_logits(). Enqueued on stream(); it neither
+  // allocates nor waits for the device.
+  std::int32_t* device_token() noexcept { return work_->ids.data(); }
+  float const* device_logits() const noexcept { return work_->logits.data(); }
+  void step() {
+    expect_room(1);
+    run_step();
+    ++position_;
+  }
+
+  // Benchmarks: drops the sequence and stands in random rows for a history of `tokens` tokens (the window,
+  // the compressed entries and index keys they would have emitted; compressor states empty, so `tokens`
+  // should be a multiple of the compress rates), then continues at position `tokens`.
+  void fill_context_for_benchmark(index_t tokens, std::uint64_t seed) {
+    if (tokens < 0 || tokens >= capacity())
+      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: a history of ", tokens, " tokens leaves no room in ", capacity());
+    reset();
+    for (std::size_t l = 0; l < cache_.size(); ++l) cache_[l].fill_random(tokens, config_.head_dim, seed + 3 * l, stream_);
+    cuda::detail::advance_position_kernel<<<1, 1, 0, stream_>>>(work_->position.data(), tokens);
+    FLASHMEMORY_CUDA_CHECK(cudaGetLastError());
+    position_ = tokens;
+    stream_.synchronize();
+  }
+
+ private:
+  void expect_room(index_t tokens) const {
+    if (position_ + tokens > capacity())
+      fail(errc::out_of_memory, "deepseek_v4::Decoder<cuda>: ", tokens, " more tokens at position ", position_,
+           " exceed the max context of ", capacity(), " tokens given at construction (Options::max_context)");
+  }
+
+  // Rows one token of layer l attends to at most: the window and the entries its kind may add.
+  std::int64_t rows_per_token(index_t l) const {
+    Config const& c = config_;
+    switch (c.layer_types[static_cast<std::size_t>(l)]) {
+      case LayerKind::sliding: return c.sliding_window;
+      case LayerKind::csa: return c.sliding_window + c.index_topk;
+      case LayerKind::hca: return c.sliding_window + options_.max_context / c.compress_rate_hca;
+    }
+    return c.sliding_window;
+  }
+
+  // One token with logits: replays the captured graph (capturing it the first time) or enqueues directly.
+  void run_step() {
+    if (!options_.graph) {
+      enqueue_chunk(1, 0);
+      return;
+    }
+    if (!graph_) {
+      cudaGraph_t g = nullptr;
+      FLASHMEMORY_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue_chunk(1, 0);
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      FLASHMEMORY_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+      cudaGraphExec_t exec = nullptr;
+      cudaError_t const err = cudaGraphInstantiate(&exec, g, 0);
+      cudaGraphDestroy(g);
+      FLASHMEMORY_CUDA_CHECK(err);
+      graph_.reset(exec);
+    }
+    FLASHMEMORY_CUDA_CHECK(cudaGraphLaunch(graph_.get(), stream_));
+  }
+
+  // Enqueues a chunk of S tokens whose ids are in the workspace; logits for tokens [first, S).
+  void enqueue_chunk(std::int64_t S, std::int64_t first) {
+    Config const& c = config_;
+    cuda::detail::Workspace& w = *work_;
+    cudaStream_t const st = stream_;
+    std::int64_t const D = c.hidden_size, H = c.num_attention_heads, d = c.head_dim, hc = c.hc_mult;
+    std::int64_t const* pos = w.position.data();
+    auto check = [](Status const& s) { s.throw_if_error(); };
+
+    check(cuda::embed_streams<T>({weights_.embed.data(), w.ids.data(), w.streams.data(), S, D, static_cast<int>(hc), st}));
+    float const* placed = nullptr;  // the previous sub-layer's output, placed into the streams by the next site
+    // mHC site: place `placed`, mix, collapse, norm → w.x for every token of the chunk.
+    auto site = [&](cuda::DeviceHyperConnection const& hcw, DeviceBuffer<float> const& norm) {
+      check(cuda::hyper_partial({w.streams.data(), S, D, static_cast<int>(hc), hcw.fn.data(), static_cast<int>((2 + hc) * hc),
+                                 placed, w.mix_state.data(), w.partial.data(), st}));
+      check(cuda::hyper_finish({w.streams.data(), w.partial.data(), 0, S, D, static_cast<int>(hc), false, hcw.base.data(),
+                                hcw.scale.data(), static_cast<int>(c.hc_sinkhorn_iters), c.rms_norm_eps, c.hc_eps, norm.data(),
+                                w.mix_state.data(), w.x.data(), st}));
+    };
+
+    for (index_t l = 0; l < c.num_hidden_layers; ++l) {
+      auto const& lw = weights_.layers[static_cast<std::size_t>(l)];
+      auto& kc = cache_[static_cast<std::size_t>(l)];
+      cuda::ProjectionLayout const& p = lw.layout;
+      LayerKind const kind = c.layer_types[static_cast<std::size_t>(l)];
+      cuda::DeviceRope const rope = kind == LayerKind::sliding ? device_rope(weights_.rope_main, weights_.rope_main_scale)
+                                                               : device_rope(weights_.rope_compress, weights_.rope_compress_scale);
+
+      // ---- attention sub-layer ------------------------------------------------------------------------
+      site(lw.hc_attn, lw.attn_norm);
+      check(cuda::linear<T>({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride, st}));
+      {
+        cuda::NormRopeArguments nr;
+        nr.jobs[0] = {w.px.data() + p.q_a, w.q_residual.data(), w.px_stride, c.q_lora_rank, static_cast<int>(c.q_lora_rank), 1,
+                      lw.q_norm.data(), true, false};
+        nr.jobs[1] = {w.px.data() + p.kv, w.latent.data(), w.px_stride, d, static_cast<int>(d), 1, lw.kv_norm.data(), true, true};
+        nr.count = 2;
+        nr.tokens = S;
+        nr.position = pos;
+        nr.rope = rope;
+        nr.eps = c.rms_norm_eps;
+        nr.stream = st;
+        check(cuda::norm_rope(nr));
+      }
+      check(cuda::linear<T>({lw.proj_q.data(), p.q_rows, c.q_lora_rank, w.q_residual.data(), c.q_lora_rank, S, 0, 0, w.pq.data(),
+                             w.pq_stride, st}));
+      {
+        cuda::NormRopeArguments nr;
+        nr.jobs[0] = {w.pq.data() + p.q, w.pq.data() + p.q, w.pq_stride, w.pq_stride, static_cast<int>(d), static_cast<int>(H),
+                      nullptr, true, true};
+        nr.count = 1;
+        if (kind == LayerKind::csa) {
+          nr.jobs[1] = {w.pq.data() + p.index_q, w.pq.data() + p.index_q, w.pq_stride, w.pq_stride,
+                        static_cast<int>(c.index_head_dim), static_cast<int>(c.index_n_heads), nullptr, false, true};
+          nr.count = 2;
+        }
+        nr.tokens = S;
+        nr.position = pos;
+        nr.rope = rope;
+        nr.eps = c.rms_norm_eps;
+        nr.stream = st;
+        check(cuda::norm_rope(nr));
+      }
+
+      for (std::int64_t s = 0; s < S; ++s) {
+        cuda::KvStepArguments<T> kv;
+        kv.position = pos;
+        kv.token = s;
+        kv.latent = w.latent.data();
+        kv.latent_stride = d;
+        kv.window = kc.window.data();
+        kv.window_rows = static_cast<int>(c.sliding_window);
+        kv.dim = static_cast<int>(d);
+        if (kc.compressor)
+          kv.compressors[kv.count++] = kc.compressor->step(lw.comp_ape.data(), lw.comp_norm.data(), w.px.data() + p.comp_kv,
+                                                            w.px.data() + p.comp_gate, w.px_stride);
+        if (kc.indexer)
+          kv.compressors[kv.count++] = kc.indexer->step(lw.index_ape.data(), lw.index_norm.data(), w.px.data() + p.index_kv,
+                                                         w.px.data() + p.index_gate, w.px_stride);
+        kv.rope = rope;
+        kv.eps = c.rms_norm_eps;
+        kv.stream = st;
+        check(cuda::kv_step(kv));
+
+        cuda::AttentionArguments<T> at;
+        if (kind == LayerKind::csa) {
+          auto& ix = *kc.indexer;
+          check(cuda::index_scores<T>({w.pq.data() + s * w.pq_stride + p.index_q, w.px.data() + s * w.px_stride + p.index_weights,
+                                       static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
+                                       ix.pool.data(), ix.capacity, static_cast<int>(c.index_n_heads),
+                                       static_cast<int>(c.index_head_dim), ix.ratio, pos, s, kc.scores.data(), st}));
+          check(topk_.run({matrix_view<float const>(kc.scores.data(), 1, ix.capacity), {}, {},
+                           matrix_view<std::int32_t>(w.selected.data(), 1, c.index_topk), st}));
+          at.mode = cuda::PoolRows::selected;
+          at.selected = w.selected.data();
+          at.slots = static_cast<int>(c.index_topk);
+        } else if (kind == LayerKind::hca) {
+          at.mode = cuda::PoolRows::causal;
+          at.ratio = kc.compressor->ratio;
+        }
+        at.q = w.pq.data() + s * w.pq_stride + p.q;
+        at.window = kc.window.data();
+        at.window_rows = static_cast<int>(c.sliding_window);
+        if (kc.compressor) {
+          at.pool = kc.compressor->pool.data();
+          at.pool_rows = kc.compressor->capacity;
+        }
+        at.sink = lw.sink.data();
+        at.scale = static_cast<float>(1.0 / std::sqrt(double(d)));
+        at.heads = static_cast<int>(H);
+        at.dim = static_cast<int>(d);
+        at.position = pos;
+        at.token = s;
+        at.splits = cuda::attention_splits(rows_per_token(l));
+        at.partial_o = w.attn_o.data();
+        at.partial_ml = w.attn_ml.data();
+        at.rope = rope;
+        at.out = w.o.data() + s * H * d;
+        at.stream = st;
+        check(cuda::attention<T>(at));
+      }
+
+      std::int64_t const G = c.o_groups, R = c.o_lora_rank, gin = H * d / G;
+      check(cuda::linear<T>({lw.wo_a.data(), G * R, gin, w.o.data(), H * d, S, R, gin, w.grouped.data(), G * R, st}));
+      check(cuda::linear<T>({lw.wo_b.data(), D, G * R, w.grouped.data(), G * R, S, 0, 0, w.y.data(), D, st}));
+      placed = w.y.data();
+
+      // ---- MoE sub-layer ------------------------------------------------------------------------------
+      site(lw.hc_ffn, lw.ffn_norm);
+      std::int64_t const E = c.n_routed_experts;
+      int const k = static_cast<int>(c.num_experts_per_tok);
+      check(cuda::linear<T>({lw.gate.data(), E, D, w.x.data(), D, S, 0, 0, w.router_logits.data(), E, st}));
+      bool const hash = c.mlp_layer_types[static_cast<std::size_t>(l)] == MlpKind::hash_moe;
+      check(cuda::route({w.router_logits.data(), S, static_cast<int>(E), k, hash ? nullptr : lw.gate_bias.data(),
+                         hash ? lw.tid2eid.data() : nullptr, w.ids.data(), c.scoring_func,
+                         static_cast<float>(c.routed_scaling_factor), w.chosen.data(), w.route_weights.data(), st}));
+      check(cuda::experts<T>({lw.w1.data(), lw.w3.data(), lw.w2.data(), D, c.moe_intermediate_size, static_cast<int>(E), k,
+                              w.x.data(), S, w.chosen.data(), w.route_weights.data(), static_cast<float>(c.swiglu_limit),
+                              w.hidden.data(), w.y.data(), st}));
+    }
+
+    // ---- head hyper-connection, final norm, LM head for tokens [first, S) -------------------------------
+    if (first < S) {
+      std::int64_t const n = S - first, ms = cuda::mix_state_size(static_cast<int>(hc));
+      float* streams = w.streams.data() + first * hc * D;
+      check(cuda::hyper_partial({streams, n, D, static_cast<int>(hc), weights_.hc_head.fn.data(), static_cast<int>(hc),
+                                 placed + first * D, w.mix_state.data() + first * ms, w.partial.data(), st}));
+      check(cuda::hyper_finish({streams, w.partial.data(), 0, n, D, static_cast<int>(hc), true, weights_.hc_head.base.data(),
+                                weights_.hc_head.scale.data(), 0, c.rms_norm_eps, c.hc_eps, weights_.norm.data(), nullptr,
+                                w.head_in.data(), st}));
+      check(cuda::linear<T>({weights_.head.data(), c.vocab_size, D, w.head_in.data(), D, n, 0, 0, w.logits.data(),
+                             c.vocab_size, st}));
+    }
+    cuda::detail::advance_position_kernel<<<1, 1, 0, st>>>(w.position.data(), S);
+    check(::flashmemory::cuda::launch_status("deepseek_v4 advance_position_kernel", __FILE__, __LINE__));
+  }
+
+  static cuda::DeviceRope device_rope(DeviceBuffer<float> const& inv_freq, float scale) {
+    return {inv_freq.data(), static_cast<int>(inv_freq.size()), scale};
+  }
+
+  Config config_;
+  Options options_;
+  ::flashmemory::cuda::Stream stream_;
+  cuda::DeviceWeights<T> weights_;
+  std::vector<cuda::DeviceLayerCache<T>> cache_;
+  std::unique_ptr<cuda::detail::Workspace> work_;
+  ::flashmemory::cuda::PinnedBuffer<std::int32_t> ids_staging_;
+  ::flashmemory::indexer::cuda::TopK topk_;
+  cuda::detail::GraphExec graph_;
+  index_t position_ = 0;
+};
+
+}  // namespace flashmemory::models::deepseek_v4
