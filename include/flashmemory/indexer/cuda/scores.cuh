@@ -107,7 +107,7 @@ struct Params {
   std::byte const* keys[kMaxScoringLayers];
   std::int32_t const* rows;  // null: identity
   float* scores;
-  std::int64_t pool_rows, n;
+  int pool_rows, n;  // both < 2^31 (can_implement)
   int layers, heads;
   bool sigmoid;
   LayerCombine combine;
@@ -137,9 +137,10 @@ __global__ void __launch_bounds__(kThreads, 1) index_scores_kernel(Params const 
   auto& s = *reinterpret_cast<SharedStorage<Keys, HeadGroups>*>(smem_bytes);
   int const tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   int const kg = warp % T::kKeyWarps, hg = warp / T::kKeyWarps;
-  std::int64_t const tiles = (p.n + T::kTileKeys - 1) / T::kTileKeys;
-  int const my_tiles = static_cast<int>((tiles - blockIdx.x + gridDim.x - 1) / gridDim.x);
-  auto tile_of = [&](int i) { return static_cast<std::int64_t>(blockIdx.x) + static_cast<std::int64_t>(i) * gridDim.x; };
+  int const tiles = (p.n + T::kTileKeys - 1) / T::kTileKeys;
+  int const my_tiles = (tiles - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  // First key of local tile i (n ≤ 2^30: no overflow).
+  auto first_key = [&](int i) { return (static_cast<int>(blockIdx.x) + i * static_cast<int>(gridDim.x)) * T::kTileKeys; };
 
   for (int layer = 0; layer < p.layers; ++layer) {
     std::byte const* pool = p.keys[0];  // (a constant-index select keeps the parameter array out of local memory)
@@ -149,11 +150,11 @@ __global__ void __launch_bounds__(kThreads, 1) index_scores_kernel(Params const 
     // Resolves the pool rows of local tile i into its table slot (threads < kTileKeys).
     auto resolve = [&](int i) {
       if (tid >= T::kTileKeys) return;
-      std::int64_t const key = tile_of(i) * T::kTileKeys + tid;
+      int const key = first_key(i) + tid;
       std::int32_t row = -1;
       if (i < my_tiles && key < p.n) {
-        std::int64_t r = p.rows ? p.rows[key] : key;
-        if (r >= 0 && r < p.pool_rows) row = static_cast<std::int32_t>(r);
+        std::int32_t const r = p.rows ? p.rows[key] : key;
+        if (r >= 0 && r < p.pool_rows) row = r;
       }
       s.rows[i % T::kSlots][tid] = row;
     };
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(kThreads, 1) index_scores_kernel(Params const 
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           int const local = kg * 16 + g + 8 * h;
-          std::int64_t const key = tile_of(i) * T::kTileKeys + local;
+          int const key = first_key(i) + local;
           if (key >= p.n) continue;
           float v = -__builtin_huge_valf();
           if (s.rows[i % T::kSlots][local] >= 0) {
@@ -304,8 +305,9 @@ class IndexScores {
         return Status::failure(errc::invalid_argument, "index scores (CUDA): key pool ", l, " must be non-null and ",
                                Keys::kPieceBytes, "-byte aligned");
     }
-    if (N > INT32_MAX) return Status::failure(errc::unsupported, "index scores (CUDA): ", N, " pool rows exceed int32");
     index_t const n = a.rows.extent(0) > 0 ? a.rows.extent(0) : N;
+    if (std::max(N, n) > (index_t{1} << 30))
+      return Status::failure(errc::unsupported, "index scores (CUDA): ", std::max(N, n), " rows exceed 2^30");
     if (a.scores.extent(0) != n)
       return Status::failure(errc::bad_shape, "index scores (CUDA): scores has ", a.scores.extent(0), " entries, expected ", n);
     if (reinterpret_cast<std::uintptr_t>(a.q.data_handle()) % 16 != 0 || !a.q.data_handle() || !a.weights.data_handle() ||
@@ -322,16 +324,16 @@ class IndexScores {
     for (std::size_t l = 0; l < a.keys.size(); ++l) p.keys[l] = reinterpret_cast<std::byte const*>(a.keys[l].data_handle());
     p.rows = a.rows.extent(0) > 0 ? a.rows.data_handle() : nullptr;
     p.scores = a.scores.data_handle();
-    p.pool_rows = a.keys[0].extent(0);
-    p.n = a.scores.extent(0);
+    p.pool_rows = static_cast<int>(a.keys[0].extent(0));
+    p.n = static_cast<int>(a.scores.extent(0));
     p.layers = static_cast<int>(a.q.extent(0));
     p.heads = static_cast<int>(a.q.extent(1));
     p.sigmoid = a.sigmoid;
     p.combine = a.combine;
     if (p.n == 0) return Status::success();
     int const groups = p.heads / 64;
-    std::int64_t const tile = 16 * (detail::kWarps / groups);
-    auto const ctas = static_cast<unsigned>(std::min<std::int64_t>((p.n + tile - 1) / tile, sms_));
+    int const tile = 16 * (detail::kWarps / groups);
+    auto const ctas = static_cast<unsigned>(std::min((p.n + tile - 1) / tile, sms_));
     auto stream = static_cast<cudaStream_t>(a.stream);
     if (groups == 1)
       detail::index_scores_kernel<Keys, 1><<<ctas, detail::kThreads, smem_bytes(1), stream>>>(p);
