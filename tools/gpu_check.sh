@@ -44,7 +44,7 @@ if [ -d .carry ]; then
     echo "carry: nlohmann_json package config found"
   elif [ -f .carry/include/nlohmann/json.hpp ]; then
     # Headers only: a two-file package config that points at them.
-    shim="$out/nlohmann_json_shim"
+    shim="$root/build-gpu/nlohmann_json_shim"
     mkdir -p "$shim"
     printf '%s\n' 'if(NOT TARGET nlohmann_json::nlohmann_json)' \
       '  add_library(nlohmann_json::nlohmann_json INTERFACE IMPORTED)' \
