@@ -151,7 +151,7 @@ TEST_CASE("the default configuration is the released Memory Indexer on DeepSeek-
   CHECK(c.heads == 128);
   CHECK(c.head_dim == 128);
   CHECK(c.rank == 2048);
-  models::deepseek_v4::Rope rope(c.rope, c.rope_dim);
+  Rope rope(c.rope, c.rope_dim);
   auto f = rope.inv_freq();  // deepseek-v4.md §2.2 reference values
   CHECK(std::abs(f[15] / 3.6355e-3 - 1) < 1e-4);
   CHECK(std::abs(f[20] / 2.96978e-4 - 1) < 1e-4);

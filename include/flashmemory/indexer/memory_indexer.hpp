@@ -22,10 +22,9 @@
 
 #include <flashmemory/core/error.hpp>
 #include <flashmemory/core/host_buffer.hpp>
+#include <flashmemory/core/rope.hpp>
 #include <flashmemory/indexer/concepts.hpp>
 #include <flashmemory/indexer/reference.hpp>
-#include <flashmemory/models/deepseek_v4/config.hpp>
-#include <flashmemory/models/deepseek_v4/rope.hpp>
 
 #include <bit>
 #include <cmath>
@@ -61,7 +60,7 @@ struct MemoryIndexerConfig {
   index_t head_dim = 128;      // d, the index key width
   index_t rope_dim = 64;
   // The compress rope of DeepSeek-V4 (deepseek-v4.md §2.2): θ 160000, YaRN factor 16 from 65536, β 32 / 1.
-  models::deepseek_v4::RopeParameters rope{.theta = 160000.0, .yarn = true, .factor = 16.0,
+  RopeParameters rope{.theta = 160000.0, .yarn = true, .factor = 16.0,
                                            .original_max_position_embeddings = 65536.0, .beta_fast = 32.0,
                                            .beta_slow = 1.0, .attention_factor = 1.0};
   bool hadamard = true;  // rotate q; set when the stored index keys are Hadamard-rotated
@@ -180,7 +179,7 @@ class MemoryIndexer {
 
   MemoryIndexerConfig config_;
   std::vector<MemoryIndexerLayer> layers_;
-  models::deepseek_v4::Rope rope_;
+  Rope rope_;
 };
 static_assert(indexer_scorer<MemoryIndexer>);
 

@@ -11,6 +11,7 @@
 
 #include <flashmemory/config.hpp>
 #include <flashmemory/core/error.hpp>
+#include <flashmemory/core/rope.hpp>
 #include <flashmemory/core/tensor_view.hpp>
 #include <flashmemory/io/json.hpp>
 
@@ -52,16 +53,8 @@ enum class MlpKind : std::uint8_t { moe, hash_moe };
 // Router score function (§7 step 2).
 enum class ScoringFunc : std::uint8_t { sqrtsoftplus, sigmoid };
 
-// One RoPE variant (§2.2): plain RoPE with base `theta`, optionally YaRN-scaled.
-struct RopeParameters {
-  double theta = 10000.0;
-  bool yarn = false;
-  double factor = 1.0;
-  double original_max_position_embeddings = 0.0;
-  double beta_fast = 32.0;
-  double beta_slow = 1.0;
-  double attention_factor = 1.0;  // multiplies cos/sin; V4 forces 1 (no YaRN mscale)
-};
+// One RoPE variant (§2.2): plain RoPE with base `theta`, optionally YaRN-scaled (core/rope.hpp).
+using ::flashmemory::RopeParameters;
 
 struct Config {
   index_t vocab_size = 0;
