@@ -55,6 +55,7 @@ from tasks import BOS, EOS, FAMILIES, PAD, VOCAB_SIZE, Rng, derive_seed, generat
 SLIDING, CSA, HCA = "sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"
 BLOCKED = "flashmemory_blocked_window"
 ALL_ENTRIES = 1 << 30  # index_topk that selects every causal entry (dense CSA)
+SHARD_BYTES = 15 * 2**20
 
 PRESETS = {
     # 6.3 M parameters, 12.6 MB in bf16.
@@ -434,28 +435,38 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_state(path: Path, model, optimizer, trainer: dict) -> None:
-    """fp32 weights and buffers, bf16 Adam moments (keeps the folder under ~50 MB), trainer.json."""
+def save_optimizer(path: Path, model, optimizer, trainer: dict) -> None:
+    """Adam moments in bf16, in files of at most SHARD_BYTES (the device returns files of up to 16 MiB), and
+    trainer.json. The weights of the state are those of final/ (the bf16 export): resuming rounds the fp32
+    master weights to bf16 once, a change smaller than one optimizer step, and keeps the state at ~38 MB."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    moments = {}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
     for name, p in model.named_parameters():
         st = optimizer.state.get(p)
-        if st:
-            moments[f"{name}.exp_avg"] = st["exp_avg"].to(torch.bfloat16).cpu().contiguous()
-            moments[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].to(torch.bfloat16).cpu().contiguous()
-            moments[f"{name}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1).cpu()
-    save_file(moments, tmp / "optimizer.safetensors")
-    model.config.to_json_file(tmp / "config.json")
+        if not st:
+            continue
+        tensors = {f"{name}.exp_avg": st["exp_avg"].to(torch.bfloat16).cpu().contiguous(),
+                   f"{name}.exp_avg_sq": st["exp_avg_sq"].to(torch.bfloat16).cpu().contiguous(),
+                   f"{name}.step": torch.as_tensor(st["step"], dtype=torch.float32).reshape(1).cpu()}
+        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        if size + nbytes > SHARD_BYTES and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1].update(tensors)
+        size += nbytes
+    for i, shard in enumerate(shards):
+        save_file(shard, tmp / f"optimizer-{i}.safetensors")
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=1) + "\n")
     _replace_dir(tmp, path)
 
 
-def load_state(path: Path, model, optimizer, device) -> dict:
-    model.load_state_dict(load_file(path / "model.safetensors", device=str(device)))
-    moments = load_file(path / "optimizer.safetensors", device=str(device))
+def load_optimizer(path: Path, model, optimizer, device) -> dict:
+    moments: dict[str, torch.Tensor] = {}
+    for shard in sorted(path.glob("optimizer-*.safetensors")):
+        moments.update(load_file(shard, device=str(device)))
     for name, p in model.named_parameters():
         if f"{name}.exp_avg" in moments:
             optimizer.state[p] = {
@@ -464,6 +475,24 @@ def load_state(path: Path, model, optimizer, device) -> dict:
                 "exp_avg_sq": moments[f"{name}.exp_avg_sq"].float(),
             }
     return json.loads((path / "trainer.json").read_text())
+
+
+def load_export(path: Path, device) -> DeepseekV4ForCausalLM:
+    return DeepseekV4ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").to(device)
+
+
+def pack(out: Path, dest: Path) -> None:
+    """Copies what a later command needs to resume, and the results, into dest (at most 8 files, each under
+    16 MiB, two folders deep: what the device machine returns)."""
+    files = [p for p in [out / "final" / "config.json", out / "final" / "model.safetensors",
+                         *sorted((out / "state").glob("*")), out / "train_log.csv", out / "val_log.csv",
+                         out / "eval.csv"] if p.is_file()]
+    for p in files:
+        target = dest / p.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, target)
+    total = sum(p.stat().st_size for p in files)
+    print(f"packed {len(files)} files ({total / 2**20:.1f} MiB) into {dest}")
 
 
 def exported_copy(model, dtype: torch.dtype) -> DeepseekV4ForCausalLM:
@@ -496,7 +525,7 @@ def export(model, path: Path, index_topk: int) -> int:
 def check_export(model, path: Path, device) -> float:
     """Largest |logit difference| between the exported checkpoint loaded by transformers and the in-memory
     model with the same bf16 rounding (fp32 compute, eager, one 300-token sequence)."""
-    loaded = DeepseekV4ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").to(device)
+    loaded = load_export(path, device)
     reference = exported_copy(model, torch.float32).to(device)
     set_index_topk(reference, loaded.config.index_topk)
     use_attention(reference, "eager")
@@ -564,7 +593,7 @@ def run_eval(model, args, device, deadline: float) -> None:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="run folder: state/, final/, *.csv")
+    ap.add_argument("--out", type=Path, required=True, help="run folder: final/, state/, *.csv")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/state if present")
     ap.add_argument("--max-minutes", type=float, default=9.0, help="wall-clock budget of this command")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="backbone")
@@ -593,6 +622,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval-topk", type=int, default=0, help="index_topk for the evaluation (0: the config's)")
     ap.add_argument("--eval-chunk", type=int, default=4096, help="longer sequences are prefilled in chunks")
     ap.add_argument("--eval-tokens", type=int, default=32768, help="tokens per evaluation batch")
+    ap.add_argument("--pack", type=Path, help="at the end, copy what resuming needs and the results here ($OUT)")
     ap.add_argument("--workers", type=int, default=6, help="data-loader processes (0: in the main process)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return ap.parse_args()
@@ -610,28 +640,24 @@ def main() -> int:
     if args.eval_only:
         if args.eval_tasks is None:
             raise SystemExit("--eval-only needs --eval-tasks")
-        model = DeepseekV4ForCausalLM.from_pretrained(final_dir, dtype=torch.float32, attn_implementation="eager")
-        run_eval(model.to(device), args, device, deadline)
+        run_eval(load_export(final_dir, device), args, device, deadline)
+        if args.pack:
+            pack(args.out, args.pack)
         return 0
 
     stages = parse_stages(args.stages)
     mix = parse_mix(args.mix)
     planned = sum(s.steps for s in stages)
-    resuming = args.resume and (state_dir / "trainer.json").exists()
+    resuming = args.resume and (state_dir / "trainer.json").exists() and (final_dir / "config.json").exists()
     if state_dir.exists() and not resuming:
         raise SystemExit(f"{state_dir} exists: pass --resume to continue it, or choose another --out")
-    if resuming:
-        config = DeepseekV4Config.from_json_file(state_dir / "config.json")
-        config._attn_implementation = "eager"
-        model = build_model(config, args.seed)
-    else:
-        model = build_model(make_config(args.preset, args.index_topk), args.seed)
-    model.to(device)
+    model = load_export(final_dir, device) if resuming else build_model(make_config(args.preset, args.index_topk),
+                                                                         args.seed).to(device)
     optimizer = make_optimizer(model, args)
     trainer = {"step": 0, "seconds": 0.0, "commands": []}
     if resuming:
-        trainer = load_state(state_dir, model, optimizer, device)
-        print(f"resumed from {state_dir} at step {trainer['step']}")
+        trainer = load_optimizer(state_dir, model, optimizer, device)
+        print(f"resumed from {final_dir} and {state_dir} at step {trainer['step']}")
     step, seconds_before = trainer["step"], trainer["seconds"]
     trainer["commands"].append({"start_step": step, "argv": sys.argv[1:]})
 
@@ -667,9 +693,12 @@ def main() -> int:
                 print(f"  val {mode:<6} {r['task']:<18} {r['length']:>5}: {r['exact']:.2f}")
         model.train()
 
-    def checkpoint() -> None:
+    def checkpoint() -> int:
+        """Exports final/ (the weights of the state too), then the optimizer state; returns the export size."""
         trainer.update(step=step, seconds=seconds_before + time.time() - start_time)
-        save_state(state_dir, model, optimizer, trainer)
+        size = export(model, final_dir, args.index_topk)
+        save_optimizer(state_dir, model, optimizer, trainer)
+        return size
 
     model.train()
     for batch in loader:
@@ -735,16 +764,16 @@ def main() -> int:
             checkpoint()
 
     validate_and_log()
-    checkpoint()
-    size = export(model, final_dir, args.index_topk)
+    size = checkpoint()
     diff = check_export(model, final_dir, device)
-    print(f"step {step}: saved {state_dir}, exported {final_dir} ({size / 2**20:.1f} MiB), "
-          f"reload check max |dlogit| {diff:.2e}")
+    print(f"step {step}: exported {final_dir} ({size / 2**20:.1f} MiB), saved {state_dir}; "
+          f"reloaded export vs memory: max |dlogit| {diff:.2e}")
     if size >= 16 * 2**20:
         print(f"WARNING: {final_dir / 'model.safetensors'} is {size / 2**20:.1f} MiB, over the 16 MiB limit")
     if args.eval_tasks:
-        model = DeepseekV4ForCausalLM.from_pretrained(final_dir, dtype=torch.float32, attn_implementation="eager")
-        run_eval(model.to(device), args, device, deadline - 10.0)
+        run_eval(load_export(final_dir, device), args, device, deadline - 15.0)
+    if args.pack:
+        pack(args.out, args.pack)
     print(f"done in {(time.time() - start_time) / 60:.1f} min")
     return 0
 
