@@ -98,6 +98,30 @@ TEST_CASE("top-k, small shapes: every path (all selected, one level, refinement,
   check_rows({ties}, 64);  // more equal scores than candidate slots: refinement into the index bits
 }
 
+TEST_CASE("top-k across a cluster: many rows, long rows, winners in one CTA's share", "[gpu][topk]") {
+  std::mt19937 rng(8);
+  std::vector<std::vector<float>> rows;
+  for (int b = 0; b < 20; ++b) rows.push_back(test::normal(262'144, rng));
+  check_rows(rows, 512);
+  check_rows({test::normal(1 << 20, rng)}, 2048);
+  // Every winner in the first 2048 entries (one CTA's first pieces), then in the last 2048.
+  std::vector<float> front = test::normal(300'000, rng), back = front;
+  for (std::size_t i = 0; i < 2048; ++i) {
+    front[i] += 100.0f;
+    back[back.size() - 1 - i] += 100.0f;
+  }
+  check_rows({front, back}, 2048);
+}
+
+TEST_CASE("top-k counts -0 and +0 as equal scores", "[gpu][topk][small]") {
+  std::mt19937 rng(9);
+  std::vector<float> s = test::normal(40'000, rng, 0.5f, -5.0f);  // all negative; a cluster of three CTAs
+  std::bernoulli_distribution negative(0.5);
+  for (std::size_t i = 0; i < s.size(); i += 13) s[i] = negative(rng) ? -0.0f : 0.0f;
+  for (std::size_t i = 0; i < s.size(); i += 1000) s[i] = 1.0f;
+  check_rows({s}, 100);  // 40 ones, then zeros of either sign by index
+}
+
 TEST_CASE("top-k writes ids instead of indices when given", "[gpu][topk]") {
   std::mt19937 rng(6);
   std::vector<float> s = test::normal(10'000, rng);
