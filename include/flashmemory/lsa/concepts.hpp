@@ -1,11 +1,16 @@
 // flashmemory/lsa/concepts.hpp — the `kv_controller` concept: what a decoder calls to keep its CSA KV.
 //
-// A decoder owns one controller per sequence and, for every CSA layer (numbered 0 … csa_layers − 1 among the
-// model's CSA layers), hands it each new compressed chunk and asks it which chunks attention may read:
+// A decoder owns one controller per sequence, shared by all its CSA layers (LSA keeps one global resident set,
+// lsa.md §2), and, for every CSA layer (numbered 0 … csa_layers − 1 among the model's CSA layers), hands it
+// each new compressed chunk and asks it which chunks attention may read:
 //
 //   c.append(layer, entry, key)       a chunk just emitted by the layer's compressors: the attention entry
 //                                     (entry channels) and its index key (key channels). Every chunk is kept
 //                                     (host mirror); a resident page is written through.
+//   c.score(layer, q, w, scores)      Level 2 (every step): the native Lightning-Indexer score
+//                                     Σ_h w_h·ReLU(⟨q_h, k⟩) (fm::indexer::index_scores) of every chunk of the
+//                                     layer whose index key is readable now, read from where the controller
+//                                     keeps it (the reserve); −∞ for the others. q [H, d_index], w [H].
 //   c.select(layer, scores, k)        Level 2 (every step): `scores` are the native Lightning-Indexer scores
 //                                     of every chunk of the layer; chunks that are not readable now count as
 //                                     −∞, the k best of the rest are chosen (fm::indexer::top_k order) and
@@ -19,8 +24,10 @@
 //   c.end_step(tokens)                the step is done: at a window boundary, Level 1 runs (score → select →
 //                                     recall → publish) and the new resident set serves the next window.
 //   c.footprint()                     bytes held, per kind (FootprintReport).
+//   c.reset()                         forgets the sequence (every chunk, the resident set, the statistics).
 //
-// Models: lsa::Lookahead (LSA) and lsa::FullResident (everything resident: the native model).
+// Models: lsa::Lookahead (LSA), lsa::FullResident (everything resident: the native model) and lsa::NativeTrace
+// (a recorder of another controller's selections: the labels of an oracle).
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -72,14 +79,17 @@ struct FootprintReport {
 
 template <class C>
 concept kv_controller = requires(C& c, C const& cc, index_t n, std::span<float const> v, std::span<std::int32_t const> rows,
-                                 matrix_view<float> out, TargetInput const& in) {
+                                 matrix_view<float> out, TargetInput const& in, matrix_view<float const> q,
+                                 vector_view<float const> w, std::span<float> scores) {
   { c.append(n, v, v) } -> std::same_as<void>;
+  { cc.score(n, q, w, scores) } -> std::same_as<void>;
   { cc.select(n, v, n) } -> std::same_as<Selection>;
   { cc.gather(n, rows, out) } -> std::same_as<void>;
   { cc.boundary_due(n) } -> std::convertible_to<bool>;
   { c.offer(n, in) } -> std::same_as<void>;
   { c.end_step(n) } -> std::same_as<void>;
   { cc.footprint() } -> std::same_as<FootprintReport>;
+  { c.reset() } -> std::same_as<void>;
 };
 
 }  // namespace flashmemory::lsa

@@ -20,7 +20,7 @@ template <layout::chunk_layout Entry = layout::F32Records, layout::chunk_layout 
           store::byte_allocator Allocator = store::HostAllocator>
 class FullResident {
  public:
-  FullResident(Entry const& entry, Key const& key, index_t csa_layers, Allocator allocator = {}) {
+  FullResident(Entry const& entry, Key const& key, index_t csa_layers, Allocator allocator = {}) : allocator_(allocator) {
     if (csa_layers < 0) fail(errc::invalid_argument, "FullResident: ", csa_layers, " CSA layers");
     for (index_t l = 0; l < csa_layers; ++l) {
       entries_.emplace_back(entry, store::kUnlimited, allocator);
@@ -35,6 +35,15 @@ class FullResident {
   void append(index_t layer, std::span<float const> entry, std::span<float const> key) {
     entries_.at(static_cast<std::size_t>(layer)).append(entry);
     keys_[static_cast<std::size_t>(layer)].append(key);
+  }
+
+  // Every key is readable: the scores of all chunks, from the keys' mirror.
+  void score(index_t layer, matrix_view<float const> q, vector_view<float const> w, std::span<float> scores) const {
+    auto const& m = keys(layer);
+    index_t n = m.num_chunks(), d = m.layout().channels();
+    std::vector<float> k(static_cast<std::size_t>(n * d));
+    for (index_t c = 0; c < n; ++c) m.decode(c, std::span<float>(k).subspan(static_cast<std::size_t>(c * d), static_cast<std::size_t>(d)));
+    indexer::index_scores(q, w, matrix_view<float const>(k.data(), n, d), scores);
   }
 
   Selection select(index_t layer, std::span<float const> scores, index_t k) const {
@@ -59,6 +68,10 @@ class FullResident {
   bool boundary_due(index_t) const noexcept { return false; }
   void offer(index_t, TargetInput const&) {}
   void end_step(index_t) {}
+  void reset() {
+    for (auto& m : entries_) m = store::HostMirror<Entry, Allocator>(m.layout(), store::kUnlimited, allocator_);
+    for (auto& m : keys_) m = store::HostMirror<Key, Allocator>(m.layout(), store::kUnlimited, allocator_);
+  }
 
   // Everything is resident: reserve = resident = full = the pages held; there is no host mirror.
   FootprintReport footprint() const {
@@ -69,6 +82,7 @@ class FullResident {
   }
 
  private:
+  Allocator allocator_;
   std::vector<store::HostMirror<Entry, Allocator>> entries_;
   std::vector<store::HostMirror<Key, Allocator>> keys_;
 };

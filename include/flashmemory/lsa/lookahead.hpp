@@ -9,11 +9,12 @@
 // given a cell at once when one is free (or its least recently used holder is outside the current set), so
 // the newest chunks are readable the step they appear; otherwise it becomes resident at the next window.
 //
-// Level 2 (every step, every CSA layer): select() masks the chunks not readable now (−∞) and keeps the native
-// top-k of the rest; rows are cell · chunks_per_page + slot.
+// Level 2 (every step, every CSA layer): score() rates the readable chunks with the native Lightning Indexer,
+// reading their index keys from the reserve (the others are −∞); select() keeps the native top-k of the
+// readable chunks; rows are cell · chunks_per_page + slot, and attention reads them from the reserve (gather).
 //
-// Level 1 (once per window): windows end where the position crosses a multiple of Tau (and after the first
-// step, e.g. the prefill). At the end of that step the scorer rates every chunk from the offered hidden
+// Level 1 (once per window): windows end where the position crosses a multiple of τ (the Tau template argument,
+// or LookaheadOptions::tau when set at run time) and after the first step, e.g. the prefill. At the end of that step the scorer rates every chunk from the offered hidden
 // states and the target layers' index keys, the policy picks the pages, the recall plan moves them (LRU,
 // current set protected; recall/plan.hpp) and the new table is published after the copies
 // (recall/host_engine.hpp). The set is thus stale by at most one window, as published.
@@ -39,6 +40,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <utility>
 #include <vector>
@@ -50,6 +52,7 @@ struct LookaheadOptions {
   std::vector<index_t> target_layers;  // the CSA layers whose hidden states and keys feed Level 1, in scorer order
   index_t reserve_cells = 0;           // resident pages at most (store::cells_for_budget / cells_for_fraction)
   std::size_t host_cap_bytes = store::kUnlimited;  // all mirrors together
+  index_t tau = 0;                     // the window length τ in tokens; 0: the Tau template argument
 };
 
 struct LookaheadStats {
@@ -74,11 +77,12 @@ class Lookahead {
 
   Lookahead(Scorer scorer, Policy policy, Entry const& entry, Key const& key, LookaheadOptions options, Allocator allocator = {})
       : scorer_(std::move(scorer)), policy_(std::move(policy)), options_(std::move(options)),
-        per_(entry.chunks_per_page()), table_(options_.reserve_cells, per_), lru_(options_.reserve_cells) {
+        tau_(options_.tau > 0 ? options_.tau : Tau), per_(entry.chunks_per_page()), allocator_(allocator),
+        table_(options_.reserve_cells, per_), lru_(options_.reserve_cells) {
     index_t L = options_.csa_layers;
-    if (key.chunks_per_page() != per_ || L < 0 || options_.reserve_cells < 0)
+    if (key.chunks_per_page() != per_ || L < 0 || options_.reserve_cells < 0 || options_.tau < 0)
       fail(errc::invalid_argument, "Lookahead: ", L, " CSA layers, ", options_.reserve_cells, " cells, pages of ", per_,
-           " entries and ", key.chunks_per_page(), " keys (must agree)");
+           " entries and ", key.chunks_per_page(), " keys (must agree), τ = ", options_.tau);
     for (index_t t : options_.target_layers)
       if (t < 0 || t >= L) fail(errc::invalid_argument, "Lookahead: target layer ", t, " is not one of the ", L, " CSA layers");
     // The mirrors grow in lockstep, so the cap is a whole number of pages for each of them.
@@ -123,6 +127,23 @@ class Lookahead {
     return cell >= 0 && chunk % per_ < entries(layer).reserve.written(cell) && chunk % per_ < keys(layer).reserve.written(cell);
   }
 
+  // Native scores of the readable chunks, from the index keys in the reserve; −∞ for the others.
+  void score(index_t layer, matrix_view<float const> q, vector_view<float const> w, std::span<float> scores) const {
+    auto const& ks = keys(layer);
+    index_t n = ks.mirror.num_chunks(), d = ks.layout().channels();
+    if (static_cast<index_t>(scores.size()) != n)
+      fail(errc::bad_shape, "Lookahead: layer ", layer, " has ", n, " chunks, given ", scores.size(), " scores to write");
+    std::vector<std::int32_t> chunks, rows;
+    for (index_t c = 0; c < n; ++c)
+      if (readable(layer, c)) chunks.push_back(static_cast<std::int32_t>(c)), rows.push_back(row_of(c));
+    auto m = static_cast<index_t>(rows.size());
+    std::vector<float> k(static_cast<std::size_t>(m * d)), s(static_cast<std::size_t>(m));
+    ks.reserve.gather(rows, matrix_view<float>(k.data(), m, d));
+    indexer::index_scores(q, w, matrix_view<float const>(k.data(), m, d), s);
+    std::fill(scores.begin(), scores.end(), -std::numeric_limits<float>::infinity());
+    for (std::size_t i = 0; i < chunks.size(); ++i) scores[static_cast<std::size_t>(chunks[i])] = s[i];
+  }
+
   Selection select(index_t layer, std::span<float const> scores, index_t k) const {
     index_t n = entries(layer).mirror.num_chunks();
     if (static_cast<index_t>(scores.size()) != n)
@@ -131,7 +152,7 @@ class Lookahead {
     for (index_t c = 0; c < n; ++c) allowed[static_cast<std::size_t>(c)] = readable(layer, c);
     Selection s;
     s.chunks = indexer::top_k(scores, k, allowed);
-    for (std::int32_t c : s.chunks) s.rows.push_back(static_cast<std::int32_t>(table_.cell_of(c / per_) * per_ + c % per_));
+    for (std::int32_t c : s.chunks) s.rows.push_back(row_of(c));
     return s;
   }
 
@@ -140,7 +161,7 @@ class Lookahead {
   }
 
   // ---- Level 1 --------------------------------------------------------------------------------------
-  bool boundary_due(index_t tokens) const noexcept { return windows_ == 0 || (position_ + tokens) / Tau > position_ / Tau; }
+  bool boundary_due(index_t tokens) const noexcept { return windows_ == 0 || (position_ + tokens) / tau_ > position_ / tau_; }
 
   void offer(index_t layer, TargetInput const& in) {
     check_layer(layer);
@@ -197,8 +218,24 @@ class Lookahead {
     for (auto& in : inputs_) in = {};
   }
 
+  // Forgets the sequence: every chunk, the table, the resident set, the statistics; keeps the scorer, the
+  // policy and the sizes.
+  void reset() {
+    for (auto& s : entries_) s = EntryStore(s.layout(), options_.reserve_cells, s.mirror.max_bytes(), allocator_, allocator_);
+    for (auto& s : keys_) s = KeyStore(s.layout(), options_.reserve_cells, s.mirror.max_bytes(), allocator_, allocator_);
+    table_ = store::ChunkCellTable(options_.reserve_cells, per_);
+    lru_ = recall::CellLru(options_.reserve_cells);
+    current_ = {};
+    for (auto& in : inputs_) in = {};
+    for (auto& k : target_keys_) k.clear();
+    future_.clear();
+    position_ = windows_ = 0;
+    stats_ = {};
+  }
+
   // ---- state and statistics -------------------------------------------------------------------------
   index_t csa_layers() const noexcept { return static_cast<index_t>(entries_.size()); }
+  index_t tau() const noexcept { return tau_; }
   index_t position() const noexcept { return position_; }
   LookaheadOptions const& options() const noexcept { return options_; }
   residency::ResidentSet const& resident_set() const noexcept { return current_; }
@@ -228,6 +265,7 @@ class Lookahead {
   void check_layer(index_t layer) const {
     if (layer < 0 || layer >= csa_layers()) fail(errc::invalid_argument, "Lookahead: CSA layer ", layer, " of ", csa_layers());
   }
+  std::int32_t row_of(index_t chunk) const { return static_cast<std::int32_t>(table_.cell_of(chunk / per_) * per_ + chunk % per_); }
   index_t target_index(index_t layer) const {
     auto it = std::find(options_.target_layers.begin(), options_.target_layers.end(), layer);
     return it == options_.target_layers.end() ? -1 : static_cast<index_t>(it - options_.target_layers.begin());
@@ -252,7 +290,9 @@ class Lookahead {
   Scorer scorer_;
   Policy policy_;
   LookaheadOptions options_;
+  index_t tau_;
   index_t per_;
+  Allocator allocator_;
   std::vector<EntryStore> entries_;
   std::vector<KeyStore> keys_;
   store::ChunkCellTable table_;

@@ -4,14 +4,20 @@
 // Projections run over the whole chunk; the cache is then advanced token by token in the order of §6.5
 // (window latent → compressor → indexer compressor → selection → attention), which is what makes every
 // chunking of a prompt give the same result. Core attention is fm::attention::SparseDecodeReference: the
-// window ring ∪ selected pool rows ∪ the per-head sink in one softmax; CSA selection scores the index keys
-// with fm::indexer::index_scores and keeps fm::indexer::top_k of them.
+// window ring ∪ selected pool rows ∪ the per-head sink in one softmax.
+//
+// CSA layers go through the sequence's kv_controller (lsa/concepts.hpp): each emitted chunk (attention entry
+// and index key) is appended to it; every token, the controller scores the chunks it can read with the native
+// Lightning Indexer (its query and head weights), selects their top-k and gathers the selected entries, which
+// attention reads. With FullResidentKv that is the native top-k over all entries; with an lsa::Lookahead, the
+// top-k among the resident chunks, read from its reserve. At a window boundary the layer also offers Level 1
+// its input (the last token's attention input x, indexer query and head weights).
 #pragma once
 
 #include <flashmemory/attention/reference.hpp>
 #include <flashmemory/config.hpp>
 #include <flashmemory/core/host_buffer.hpp>
-#include <flashmemory/indexer/reference.hpp>
+#include <flashmemory/lsa/concepts.hpp>
 #include <flashmemory/models/deepseek_v4/cache.hpp>
 #include <flashmemory/models/deepseek_v4/config.hpp>
 #include <flashmemory/models/deepseek_v4/detail/ops.hpp>
@@ -36,10 +42,21 @@ inline Scratch project(matrix_view<float const> x, Tensor const& w, std::string_
 }
 }  // namespace detail
 
+// A CSA layer's view of the sequence's kv_controller: its layer number among the CSA layers, and whether the
+// running step ends a window (then the layer offers its Level-1 input).
+template <lsa::kv_controller Kv>
+struct CsaKv {
+  Kv& kv;
+  index_t layer = -1;
+  bool boundary = false;
+};
+
 // out [S, D] = Attention(x [S, D]) for the tokens at positions cache.tokens … cache.tokens + S − 1, advancing
-// the cache. `rope` is the layer's variant (main for sliding-only layers, compress otherwise).
-inline void attention_forward(AttentionWeights const& w, Config const& c, Rope const& rope, LayerCache& cache,
-                              matrix_view<float const> x, matrix_view<float> out) {
+// the cache. `rope` is the layer's variant (main for sliding-only layers, compress otherwise); `csa` serves CSA
+// layers only.
+template <lsa::kv_controller Kv>
+void attention_forward(AttentionWeights const& w, Config const& c, Rope const& rope, LayerCache& cache,
+                       matrix_view<float const> x, matrix_view<float> out, CsaKv<Kv> csa) {
   using detail::Scratch;
   index_t S = x.extent(0), H = c.num_attention_heads, d = c.head_dim;
   double eps = c.rms_norm_eps;
@@ -76,34 +93,46 @@ inline void attention_forward(AttentionWeights const& w, Config const& c, Rope c
     auto fold = static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim)));
     for (float& v : iw->data) v *= fold;
     for (index_t s = 0; s < S; ++s) rope.apply_heads(iq->row(s), c.index_head_dim, pos0 + s);
+    if (csa.boundary)
+      csa.kv.offer(csa.layer, {.hidden = {&x(S - 1, 0), static_cast<std::size_t>(x.extent(1))},
+                               .query = iq->row(S - 1),
+                               .head_weights = iw->row(S - 1)});
   }
 
   // Token by token: advance the cache, select, attend.
   Scratch o(S, H * d, "attention output");
   attention::SparseDecodeReference kernel;
   std::vector<std::int32_t> selected;
-  std::vector<float> scores;
+  std::vector<float> scores, gathered;
   for (index_t s = 0; s < S; ++s) {
     index_t pos = pos0 + s;
     auto row = kv.row(s);
     std::copy(row.begin(), row.end(), cache.window_row(pos).begin());
     cache.tokens = pos + 1;
-    if (w.compressor) cache.compressor.push(*w.compressor, rope, eps, ckv->row(s), cgate->row(s));
-    if (w.indexer) cache.indexer.push(w.indexer->compressor, rope, eps, ikv->row(s), igate->row(s));
-
-    // Every emitted entry is causal for this token (w < ⌊(pos+1)/m⌋); CSA keeps the top-k by index score.
-    index_t entries = w.compressor ? cache.compressor.count() : 0;
-    selected.resize(static_cast<std::size_t>(entries));
-    std::iota(selected.begin(), selected.end(), 0);
-    if (w.indexer && entries > 0) {
-      scores.resize(static_cast<std::size_t>(entries));
-      indexer::index_scores(matrix_view<float const>(iq->row(s).data(), c.index_n_heads, c.index_head_dim),
-                            vector_view<float const>(iw->row(s).data(), c.index_n_heads), cache.indexer.entries(), scores);
-      selected = indexer::top_k(scores, c.index_topk);
+    bool emitted = w.compressor && cache.compressor.push(*w.compressor, rope, eps, ckv->row(s), cgate->row(s));
+    if (w.indexer) {
+      cache.indexer.push(w.indexer->compressor, rope, eps, ikv->row(s), igate->row(s));  // emits with the entry
+      if (emitted) csa.kv.append(csa.layer, cache.compressor.last(), cache.indexer.last());
     }
 
-    std::int32_t window_len = static_cast<std::int32_t>(cache.window_rows());
+    // Every emitted entry is causal for this token (w < ⌊(pos+1)/m⌋): HCA reads all of them from its pool; CSA
+    // the top-k by index score among those the controller can read, gathered into a pool of their own.
     matrix_view<float const> pool = w.compressor ? cache.compressor.entries() : matrix_view<float const>(nullptr, 0, d);
+    selected.resize(static_cast<std::size_t>(pool.extent(0)));
+    if (w.indexer) {
+      scores.resize(static_cast<std::size_t>(cache.indexer.count()));
+      csa.kv.score(csa.layer, matrix_view<float const>(iq->row(s).data(), c.index_n_heads, c.index_head_dim),
+                   vector_view<float const>(iw->row(s).data(), c.index_n_heads), scores);
+      lsa::Selection chosen = csa.kv.select(csa.layer, scores, c.index_topk);
+      auto k = static_cast<index_t>(chosen.rows.size());
+      gathered.resize(static_cast<std::size_t>(k * d));
+      csa.kv.gather(csa.layer, chosen.rows, matrix_view<float>(gathered.data(), k, d));
+      pool = matrix_view<float const>(gathered.data(), k, d);
+      selected.resize(static_cast<std::size_t>(k));
+    }
+    std::iota(selected.begin(), selected.end(), 0);
+
+    std::int32_t window_len = static_cast<std::int32_t>(cache.window_rows());
     attention::SparseDecodeReference::Arguments args{
         .q = view<float const, 3>(q.row(s).data(), 1, H, d),
         .window = view<float const, 3>(cache.window.data(), 1, cache.window_size, d),

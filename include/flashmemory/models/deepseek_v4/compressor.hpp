@@ -7,8 +7,10 @@
 //   HCA (c = 1): the m tokens of window w;
 //   CSA (c = 2, overlapping): the a-halves (channels [0, n)) of window w−1 and the b-halves ([n, 2n)) of window
 //     w — 2m slots; window −1 does not exist (gate −∞, value 0).
-// The entry is RMS-normed, RoPE'd at position w·m (compress rope), and appended to the pool. Feeding tokens
-// one at a time or in any chunking gives the same entries: the state below is all that crosses a call.
+// The entry is RMS-normed, RoPE'd at position w·m (compress rope), and appended to the pool — or, for a
+// compressor whose entries go elsewhere (CSA layers hand theirs to the LSA kv_controller), only kept as the
+// latest entry. Feeding tokens one at a time or in any chunking gives the same entries: the state below is
+// all that crosses a call.
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -27,7 +29,11 @@ namespace flashmemory::models::deepseek_v4 {
 class CompressorState {
  public:
   CompressorState() = default;
-  CompressorState(index_t ratio, index_t width, bool overlap) : ratio_(ratio), width_(width), overlap_(overlap) { reset(); }
+  // `keep`: whether the state keeps the pool of emitted entries (otherwise only the latest one).
+  CompressorState(index_t ratio, index_t width, bool overlap, bool keep = true)
+      : ratio_(ratio), width_(width), overlap_(overlap), keep_(keep) {
+    reset();
+  }
 
   // Back to an empty sequence: no buffered tokens, no previous window, no entries.
   void reset() {
@@ -37,16 +43,21 @@ class CompressorState {
     prev_kv_.assign(overlap_ ? static_cast<std::size_t>(ratio_ * width_) : 0, 0.0f);
     prev_gate_.assign(prev_kv_.size(), -std::numeric_limits<float>::infinity());
     filled_ = 0;
+    count_ = 0;
     entries_.clear();
+    last_.assign(static_cast<std::size_t>(width_), 0.0f);
   }
 
   index_t ratio() const noexcept { return ratio_; }
   index_t width() const noexcept { return width_; }
   bool overlap() const noexcept { return overlap_; }
-  index_t count() const noexcept { return static_cast<index_t>(entries_.size()) / std::max<index_t>(width_, 1); }
+  // Entries emitted so far.
+  index_t count() const noexcept { return count_; }
   index_t buffered() const noexcept { return filled_; }
-  // The emitted entries [count, width].
-  matrix_view<float const> entries() const noexcept { return matrix_view<float const>(entries_.data(), count(), width_); }
+  // The kept pool of emitted entries: [count, width], or [0, width] when the state does not keep it.
+  matrix_view<float const> entries() const noexcept { return matrix_view<float const>(entries_.data(), keep_ ? count_ : 0, width_); }
+  // The latest emitted entry [width] (zeros before the first).
+  std::span<float const> last() const noexcept { return last_; }
 
   // Adds one token's projections (c·n values and gate logits without ape); emits an entry when its window closes.
   // Returns whether an entry was emitted.
@@ -80,8 +91,10 @@ class CompressorState {
       entry[k] = static_cast<float>(acc / total);
     }
     detail::rms_norm(entry, w.norm.span(), eps);
-    rope.apply(entry, count() * ratio_);
-    entries_.insert(entries_.end(), entry.begin(), entry.end());
+    rope.apply(entry, count_ * ratio_);
+    if (keep_) entries_.insert(entries_.end(), entry.begin(), entry.end());
+    last_ = entry;
+    ++count_;
     if (overlap_)
       for (std::size_t j = 0; j < m; ++j)
         for (std::size_t k = 0; k < n; ++k) {
@@ -92,11 +105,13 @@ class CompressorState {
   }
 
   index_t ratio_ = 0, width_ = 0;
-  bool overlap_ = false;
+  bool overlap_ = false, keep_ = true;
   std::vector<float> kv_, gate_;             // [ratio, c·n] the current window (gate includes ape)
   std::vector<float> prev_kv_, prev_gate_;   // [ratio, n] a-halves of the last complete window (overlap only)
   index_t filled_ = 0;                       // tokens in the current window
-  std::vector<float> entries_;               // [count, n]
+  index_t count_ = 0;                        // entries emitted
+  std::vector<float> entries_;               // [count, n] when kept
+  std::vector<float> last_;                  // [n] the latest entry
 };
 
 }  // namespace flashmemory::models::deepseek_v4

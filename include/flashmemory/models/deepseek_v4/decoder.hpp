@@ -7,12 +7,22 @@
 // One Decoder holds one sequence: forward(ids) appends the tokens at the next positions (prefill is any
 // number of tokens, decode is one) and returns their logits. Any chunking of a prompt gives the same logits
 // as one call. Template parameters (design.md §3): the Backend that runs it (the float32 host reference is
-// fm::cpu::Backend) and the KV policy (FullResidentKv until fm::lsa provides others).
+// fm::cpu::Backend) and the controller of the CSA layers' KV, any fm::lsa::kv_controller (one per sequence,
+// shared by all CSA layers: one global resident set, lsa.md §2):
+//
+//   v4::Decoder<> native(config, weights);                           // FullResidentKv: the native model
+//   using Lsa = fm::lsa::Lookahead<fm::indexer::MemoryIndexer, fm::residency::Published>;
+//   v4::Decoder<fm::cpu::Backend, Lsa> lsa(config, weights, Lsa(scorer, policy, v4::entry_layout(config),
+//                                                              v4::key_layout(config), options));
+//
+// Each forward() call is one controller step: boundary_due(S) before the layers (then every CSA layer offers
+// its Level-1 input), end_step(S) after them (Level 1 runs there at a window boundary).
 #pragma once
 
 #include <flashmemory/config.hpp>
 #include <flashmemory/core/backend.hpp>
 #include <flashmemory/core/error.hpp>
+#include <flashmemory/lsa/concepts.hpp>
 #include <flashmemory/models/deepseek_v4/attention.hpp>
 #include <flashmemory/models/deepseek_v4/cache.hpp>
 #include <flashmemory/models/deepseek_v4/config.hpp>
@@ -36,25 +46,42 @@ template <backend Backend = cpu::Backend, class Kv = FullResidentKv>
 class Decoder {
   static_assert(std::is_same_v<Backend, cpu::Backend>,
                 "deepseek_v4::Decoder: only the host reference (fm::cpu::Backend) is implemented so far");
-  static_assert(std::is_same_v<Kv, FullResidentKv>,
-                "deepseek_v4::Decoder: only the FullResidentKv policy is implemented so far");
+  static_assert(lsa::kv_controller<Kv>,
+                "deepseek_v4::Decoder: the Kv parameter must satisfy fm::lsa::kv_controller (lsa/concepts.hpp): "
+                "append, score, select, gather, boundary_due, offer, end_step, footprint, reset");
 
  public:
+  // The native model: every CSA chunk resident.
   Decoder(Config config, Weights weights)
-      : config_(std::move(config)), weights_(std::move(weights)), cache_(config_),
+    requires std::is_same_v<Kv, FullResidentKv>
+      : Decoder(config, std::move(weights), full_resident_kv(config)) {}
+
+  // Any controller, made for this model's CSA layers (entry and key channels head_dim and index_head_dim).
+  Decoder(Config config, Weights weights, Kv kv)
+      : config_(std::move(config)), weights_(std::move(weights)), cache_(config_), kv_(std::move(kv)),
         rope_main_(config_.rope_main, config_.qk_rope_head_dim), rope_compress_(config_.rope_compress, config_.qk_rope_head_dim) {
     if (static_cast<index_t>(weights_.layers.size()) != config_.num_hidden_layers)
       fail(errc::bad_shape, "deepseek_v4::Decoder: weights have ", weights_.layers.size(), " layers, the config ",
            config_.num_hidden_layers);
+    if constexpr (requires { kv_.csa_layers(); })
+      if (kv_.csa_layers() != config_.count(LayerKind::csa))
+        fail(errc::invalid_argument, "deepseek_v4::Decoder: the KV controller serves ", kv_.csa_layers(),
+             " CSA layers, the model has ", config_.count(LayerKind::csa));
   }
 
   Config const& config() const noexcept { return config_; }
   Weights const& weights() const noexcept { return weights_; }
   KvCache const& cache() const noexcept { return cache_; }
+  // The controller of the CSA layers' KV (footprint, statistics; an oracle harness offers it labels).
+  Kv& kv() noexcept { return kv_; }
+  Kv const& kv() const noexcept { return kv_; }
   // Position of the next token.
   index_t position() const noexcept { return cache_.position(); }
   // Starts a new sequence.
-  void reset() { cache_.reset(); }
+  void reset() {
+    cache_.reset();
+    kv_.reset();
+  }
 
   // Appends `ids` to the sequence; returns the logits of the last token [V] or of every token [S, V].
   std::vector<float> forward(std::span<index_t const> ids, Logits which = Logits::last) {
@@ -84,17 +111,19 @@ class Decoder {
       for (index_t s = 0; s < S; ++s) hyper_expand(mix[static_cast<std::size_t>(s)], Y.row(s), X.row(s));
     };
 
+    bool boundary = kv_.boundary_due(S);
     for (index_t l = 0; l < c.num_hidden_layers; ++l) {
       LayerWeights const& lw = weights_.layers[static_cast<std::size_t>(l)];
-      LayerKind kind = c.layer_types[static_cast<std::size_t>(l)];
+      LayerCache& lc = cache_.layer(l);
       collapse(lw.hc_attn, lw.attn_norm);
-      attention_forward(lw.attn, c, kind == LayerKind::sliding ? rope_main_ : rope_compress_, cache_.layer(l), U.cview(),
-                        Y.view());
+      attention_forward(lw.attn, c, lc.kind == LayerKind::sliding ? rope_main_ : rope_compress_, lc, U.cview(), Y.view(),
+                        CsaKv<Kv>{kv_, lc.csa, boundary});
       expand();
       collapse(lw.hc_ffn, lw.ffn_norm);
       for (index_t s = 0; s < S; ++s) moe_forward(lw.ffn, c, U.row(s), ids[static_cast<std::size_t>(s)], Y.row(s));
       expand();
     }
+    kv_.end_step(S);
 
     // Head mHC, final norm, LM head (§3 steps 4–6).
     index_t first = which == Logits::all ? 0 : S - 1;
@@ -114,6 +143,7 @@ class Decoder {
   Config config_;
   Weights weights_;
   KvCache cache_;
+  Kv kv_;
   Rope rope_main_, rope_compress_;
 };
 

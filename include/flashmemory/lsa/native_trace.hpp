@@ -1,0 +1,110 @@
+// flashmemory/lsa/native_trace.hpp — what full attention reads, step by step: the future an oracle is given
+// (evaluation only; lsa.md §4, indexer/oracle.hpp).
+//
+// NativeTrace is a kv_controller that forwards every call to another one (FullResident by default: the native
+// model) and records, for each step, the chunks its Level-2 top-k selected in any CSA layer. Running a decoder
+// with it over a token sequence yields the labels of every window; an oracle run of the same sequence, with the
+// same steps, is handed them before each window boundary:
+//
+//   v4::Decoder<cpu::Backend, lsa::NativeTrace<>> native(config, weights, lsa::NativeTrace<>(v4::full_resident_kv(config)));
+//   …run the sequence…
+//   for each step of `tokens` tokens of the oracle run:  native.kv().offer_future(oracle.kv(), tokens);  oracle.forward(…)
+//
+// The labels of the window that follows a boundary step ending at position p mark every chunk that existed after
+// that step and that a step ending in (p, next window end] selected: exactly what the native top-k of the next
+// window reads among the chunks Level 1 can see (chunks born during the window are the append path's business).
+#pragma once
+
+#include <flashmemory/config.hpp>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/lsa/concepts.hpp>
+#include <flashmemory/lsa/full_resident.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace flashmemory::lsa {
+
+template <kv_controller Inner = FullResident<>>
+class NativeTrace {
+ public:
+  // One step as the trace saw it.
+  struct Step {
+    index_t end = 0;                     // position after the step
+    index_t chunks = 0;                  // chunks per CSA layer after the step
+    std::vector<std::int32_t> selected;  // chunks the step's top-k read in any layer, ascending, unique
+  };
+
+  explicit NativeTrace(Inner inner) : inner_(std::move(inner)) {}
+
+  Inner const& inner() const noexcept { return inner_; }
+  std::span<Step const> steps() const noexcept { return steps_; }
+
+  // ---- kv_controller: forwarded, with the selections recorded ---------------------------------------
+  void append(index_t layer, std::span<float const> entry, std::span<float const> key) {
+    inner_.append(layer, entry, key);
+    if (layer == 0) ++chunks_;
+  }
+  void score(index_t layer, matrix_view<float const> q, vector_view<float const> w, std::span<float> scores) const {
+    inner_.score(layer, q, w, scores);
+  }
+  Selection select(index_t layer, std::span<float const> scores, index_t k) const {
+    Selection s = inner_.select(layer, scores, k);
+    pending_.insert(pending_.end(), s.chunks.begin(), s.chunks.end());  // recording does not change what is read
+    return s;
+  }
+  void gather(index_t layer, std::span<std::int32_t const> rows, matrix_view<float> out) const { inner_.gather(layer, rows, out); }
+  bool boundary_due(index_t tokens) const { return inner_.boundary_due(tokens); }
+  void offer(index_t layer, TargetInput const& in) { inner_.offer(layer, in); }
+  void end_step(index_t tokens) {
+    inner_.end_step(tokens);
+    position_ += tokens;
+    std::sort(pending_.begin(), pending_.end());
+    pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
+    steps_.push_back({position_, chunks_, std::move(pending_)});
+    pending_.clear();
+  }
+  FootprintReport footprint() const { return inner_.footprint(); }
+  void reset() {
+    inner_.reset();
+    steps_.clear(), pending_.clear();
+    position_ = chunks_ = 0;
+  }
+
+  // ---- labels --------------------------------------------------------------------------------------
+  // Per chunk that existed after the step ending at `from`: 1 if a step ending in (from, to] selected it.
+  std::vector<float> labels(index_t from, index_t to) const {
+    auto at = std::find_if(steps_.begin(), steps_.end(), [&](Step const& s) { return s.end == from; });
+    if (at == steps_.end())
+      fail(errc::invalid_argument, "NativeTrace: no traced step ends at position ", from, " (", steps_.size(),
+           " steps traced up to position ", position_, "); the oracle run must take the traced steps");
+    std::vector<float> out(static_cast<std::size_t>(at->chunks), 0.0f);
+    for (auto s = at + 1; s != steps_.end() && s->end <= to; ++s)
+      for (std::int32_t c : s->selected)
+        if (c < at->chunks) out[static_cast<std::size_t>(c)] = 1.0f;
+    return out;
+  }
+
+  // Before a step of `tokens` tokens of an oracle run over the traced sequence: when that step ends a window,
+  // hands `oracle` (a Lookahead) the labels of the window that follows it, which ends with the first step that
+  // reaches the next multiple of τ.
+  template <class Oracle>
+  void offer_future(Oracle& oracle, index_t tokens) const {
+    if (!oracle.boundary_due(tokens)) return;
+    index_t end = oracle.position() + tokens, next = (end / oracle.tau() + 1) * oracle.tau();
+    auto last = std::find_if(steps_.begin(), steps_.end(), [&](Step const& s) { return s.end >= next; });
+    oracle.offer_future(labels(end, last == steps_.end() ? next : last->end));
+  }
+
+ private:
+  Inner inner_;
+  mutable std::vector<std::int32_t> pending_;  // selections of the running step
+  std::vector<Step> steps_;
+  index_t position_ = 0, chunks_ = 0;
+};
+static_assert(kv_controller<NativeTrace<>>);
+
+}  // namespace flashmemory::lsa
