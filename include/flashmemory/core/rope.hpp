@@ -12,6 +12,7 @@
 
 #include <flashmemory/config.hpp>
 #include <flashmemory/core/error.hpp>
+#include <flashmemory/core/tensor_view.hpp>
 
 #include <algorithm>
 #include <cmath>
