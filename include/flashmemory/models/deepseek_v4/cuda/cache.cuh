@@ -27,7 +27,7 @@ namespace flashmemory::models::deepseek_v4::cuda {
 
 namespace detail {
 
-__global__ void fill_kernel(float* p, std::int64_t n, float value) {
+static __global__ void fill_kernel(float* p, std::int64_t n, float value) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     p[i] = value;

@@ -63,7 +63,7 @@ struct CudaDecoderOptions {
 
 namespace cuda::detail {
 
-__global__ void advance_position_kernel(std::int64_t* position, std::int64_t tokens) { *position += tokens; }
+static __global__ void advance_position_kernel(std::int64_t* position, std::int64_t tokens) { *position += tokens; }
 
 struct GraphExecDeleter {
   void operator()(cudaGraphExec_t g) const noexcept { cudaGraphExecDestroy(g); }
@@ -124,24 +124,10 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   using Options = CudaDecoderOptions;
 
   Decoder(Config config, Weights const& weights, Options options = {})
-      : config_(std::move(config)), options_(options), weights_(cuda::upload_weights<T>(config_, weights)) {
+      : config_(supported(std::move(config), options)), options_(options), weights_(cuda::upload_weights<T>(config_, weights)) {
+    // The uploads ran on the legacy stream, which stream() does not wait for: let them land first.
+    FLASHMEMORY_CUDA_CHECK(cudaDeviceSynchronize());
     Config const& c = config_;
-    if (options_.max_context < 1 || options_.max_chunk < 1 || options_.max_chunk > 65535)
-      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: max_context ", options_.max_context, " and max_chunk ",
-           options_.max_chunk, " must be positive (max_chunk at most 65535)");
-    if (c.count(LayerKind::csa) > 0 && c.index_topk > ::flashmemory::indexer::cuda::TopK::kMaxK)
-      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: index_topk ", c.index_topk, " exceeds the top-k kernel's ",
-           ::flashmemory::indexer::cuda::TopK::kMaxK);
-    for (auto [what, v] : {std::pair{"hidden_size", c.hidden_size}, std::pair{"head_dim", c.head_dim},
-                           std::pair{"q_lora_rank", c.q_lora_rank}, std::pair{"moe_intermediate_size", c.moe_intermediate_size},
-                           std::pair{"o_lora_rank · o_groups", c.o_groups * c.o_lora_rank},
-                           std::pair{"head_dim · heads / o_groups", c.head_dim * c.num_attention_heads / c.o_groups},
-                           std::pair{"index_head_dim", c.count(LayerKind::csa) > 0 ? c.index_head_dim : 8}})
-      if (v % 8 != 0)
-        fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: ", what, " = ", v, " is not a multiple of 8 (16-byte rows)");
-    if (c.head_dim > cuda::kMaxAttentionDim)
-      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: head_dim ", c.head_dim, " exceeds ", cuda::kMaxAttentionDim);
-
     std::int64_t px = 0, pq = 0, max_rows = c.sliding_window;
     for (index_t l = 0; l < c.num_hidden_layers; ++l) {
       cache_.emplace_back(c, l, options_.max_context);
@@ -230,6 +216,30 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   }
 
  private:
+  // The config, after checking what these kernels serve (before anything is allocated).
+  static Config supported(Config c, Options const& o) {
+    if (o.max_context < 1 || o.max_chunk < 1 || o.max_chunk > 65535)
+      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: max_context ", o.max_context, " and max_chunk ", o.max_chunk,
+           " must be positive (max_chunk at most 65535)");
+    if (c.count(LayerKind::csa) > 0 && c.index_topk > ::flashmemory::indexer::cuda::TopK::kMaxK)
+      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: index_topk ", c.index_topk, " exceeds the top-k kernel's ",
+           ::flashmemory::indexer::cuda::TopK::kMaxK);
+    for (auto [what, v] : {std::pair{"hidden_size", c.hidden_size}, std::pair{"head_dim", c.head_dim},
+                           std::pair{"q_lora_rank", c.q_lora_rank}, std::pair{"moe_intermediate_size", c.moe_intermediate_size},
+                           std::pair{"o_lora_rank · o_groups", c.o_groups * c.o_lora_rank},
+                           std::pair{"head_dim · heads / o_groups", c.head_dim * c.num_attention_heads / c.o_groups},
+                           std::pair{"index_head_dim", c.count(LayerKind::csa) > 0 ? c.index_head_dim : 8}})
+      if (v % 8 != 0)
+        fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: ", what, " = ", v, " is not a multiple of 8 (16-byte rows)");
+    if (c.head_dim > cuda::kMaxAttentionDim)
+      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: head_dim ", c.head_dim, " exceeds ", cuda::kMaxAttentionDim);
+    if (c.hc_mult > cuda::kMaxHc || c.n_routed_experts > cuda::kMaxExperts || c.num_experts_per_tok > cuda::kMaxExpertsPerToken)
+      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: hc_mult ", c.hc_mult, " (at most ", cuda::kMaxHc, "), ",
+           c.num_experts_per_tok, " of ", c.n_routed_experts, " experts (at most ", cuda::kMaxExpertsPerToken, " of ",
+           cuda::kMaxExperts, ")");
+    return c;
+  }
+
   void expect_room(index_t tokens) const {
     if (position_ + tokens > capacity())
       fail(errc::out_of_memory, "deepseek_v4::Decoder<cuda>: ", tokens, " more tokens at position ", position_,

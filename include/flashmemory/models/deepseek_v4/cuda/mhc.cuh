@@ -85,7 +85,7 @@ __global__ void embed_kernel(EmbedArguments<T> const p) {
   }
 }
 
-__global__ void hyper_partial_kernel(HyperPartialArguments const p) {
+static __global__ void hyper_partial_kernel(HyperPartialArguments const p) {
   extern __shared__ __align__(16) float smem[];  // old streams [hc][64], then per-warp sums [warps][mix + 1]
   int const tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   int const i = tid / kHyperColumns, col = tid % kHyperColumns;
@@ -153,7 +153,7 @@ __device__ inline void sinkhorn(float* c, int n, int iters, float eps) {
   }
 }
 
-__global__ void hyper_finish_kernel(HyperFinishArguments const p) {
+static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
   extern __shared__ __align__(16) float smem[];  // scratch [33] | mu [mix + 1] | state [mix_state_size] | u [D]
   int const hc = p.hc, mix = p.head ? hc : (2 + hc) * hc, ms = mix_state_size(hc);
   float* scratch = smem;

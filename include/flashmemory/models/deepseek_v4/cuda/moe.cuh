@@ -69,7 +69,7 @@ __device__ __forceinline__ float router_score(float g, ScoringFunc f) {
   return sqrtf(sp);
 }
 
-__global__ void route_kernel(RouteArguments const p) {
+static __global__ void route_kernel(RouteArguments const p) {
   std::int64_t const t = blockIdx.x;
   int const lane = static_cast<int>(threadIdx.x);
   float s[kPerLane], key[kPerLane];

@@ -50,7 +50,7 @@ namespace detail {
 
 inline constexpr int kNormRopeThreads = 128;
 
-__global__ void __launch_bounds__(kNormRopeThreads) norm_rope_kernel(NormRopeArguments const p) {
+static __global__ void __launch_bounds__(kNormRopeThreads) norm_rope_kernel(NormRopeArguments const p) {
   extern __shared__ __align__(16) float smem[];  // [33] reduction scratch, then the row
   float* scratch = smem;
   float* v = smem + 33;

@@ -1,0 +1,209 @@
+// The CUDA decoder against the float32 host decoder on the golden fixtures (tests/data/dsv4, docs/fixtures.md):
+// full prefill, chunked prefill, token-by-token decode (graph replay and direct launches) and 64 greedy
+// steps, with the logits of every step compared (design.md §4 invariant 3).
+//
+// Float32 storage (fm::cuda::Float32Backend) runs the same arithmetic as the reference up to the order of
+// float sums: every fixture, tight tolerance, identical greedy tokens. Bf16 storage (fm::cuda::Backend) is
+// compared with the reference run on the same bf16-rounded weights, on the `dense` fixture only: its KV rows
+// are bf16 as well, and on `select` and `yarn` that rounding alone moves indexer scores by more than the
+// fixtures' top-k margins (≥ 1.2e-3 relative, chosen for float32 ports) — emulating the KV rounding in the
+// host reference changes their logits by 10–20% through a different selection, not through an error.
+#include "support.cuh"
+
+#include "../deepseek_v4/fixtures.hpp"
+
+#include <flashmemory/models/deepseek_v4/cuda/decoder.cuh>
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace dsv4_gpu;
+using dsv4_test::fixture_dir;
+using dsv4_test::load_golden;
+
+namespace {
+
+constexpr int kGreedySteps = 64;
+constexpr double kFloat32Tolerance = 1e-3;  // the issue asks ≤ 2e-2; float32 storage is far inside it
+constexpr double kBf16Tolerance = 2e-2;
+
+template <class Backend>
+using GpuDecoder = v4::Decoder<Backend>;
+
+v4::CudaDecoderOptions options(bool graph = true) {
+  return {.max_context = 256, .max_chunk = 32, .graph = graph};  // prompts of 64–80 tokens: internal chunks too
+}
+
+// The worst per-row error of [rows, V] logits (dsv4_test::rel_err: max |a − b| / max |ref| of the row).
+struct RowError {
+  double error = 0;
+  index_t row = -1;
+};
+RowError worst_row(std::vector<float> const& got, std::vector<float> const& ref, index_t V) {
+  RowError w;
+  for (index_t r = 0; r * V < static_cast<index_t>(ref.size()); ++r) {
+    double const e = dsv4_test::rel_err(std::span<float const>(got).subspan(static_cast<std::size_t>(r * V), static_cast<std::size_t>(V)),
+                                        std::span<float const>(ref).subspan(static_cast<std::size_t>(r * V), static_cast<std::size_t>(V)));
+    if (!(e <= w.error)) w = {e, r};  // NaN counts as worst
+  }
+  return w;
+}
+
+index_t argmax(std::vector<float> const& v) { return std::max_element(v.begin(), v.end()) - v.begin(); }
+
+// The gap between the best and second-best logit (how close a greedy choice was).
+float margin(std::vector<float> v) {
+  std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<>());
+  return v[0] - v[1];
+}
+
+// Both decoders continue greedily from their last logits for kGreedySteps tokens; every step's logits must
+// agree within `tolerance` and both must pick the same token.
+template <class Gpu>
+void greedy_lockstep(v4::Decoder<>& ref, Gpu& gpu, std::vector<float> ref_logits, std::vector<float> gpu_logits, double tolerance,
+                     std::string const& what) {
+  index_t const V = ref.config().vocab_size;
+  double worst = 0;
+  for (int step = 0; step < kGreedySteps; ++step) {
+    double const e = dsv4_test::rel_err(gpu_logits, ref_logits);
+    worst = std::max(worst, e);
+    index_t const want = argmax(ref_logits), got = argmax(gpu_logits);
+    INFO(what << ": greedy step " << step << " (position " << ref.position() << "): logits error " << e << ", reference token " << want
+              << " (margin " << margin(ref_logits) << "), CUDA token " << got << " (margin " << margin(gpu_logits) << ")");
+    REQUIRE(e <= tolerance);
+    REQUIRE(got == want);
+    ref_logits = ref.forward(std::span<index_t const>(&want, 1));
+    gpu_logits = gpu.forward(std::span<index_t const>(&got, 1));
+    REQUIRE(static_cast<index_t>(gpu_logits.size()) == V);
+  }
+  UNSCOPED_INFO(what << ": worst greedy-step error " << worst);
+}
+
+// Rounds every parameter the CUDA decoder stores in bf16 (matrices), leaving the float32 ones.
+void round_stored_to_bf16(v4::Weights& w) {
+  auto r = [](v4::Tensor& t) {
+    for (float& v : t.data) v = fm::decode_bf16(fm::encode_bf16(v));
+  };
+  r(w.embed), r(w.head);
+  for (auto& l : w.layers) {
+    for (v4::Tensor* t : {&l.attn.wq_a, &l.attn.wq_b, &l.attn.wkv, &l.attn.wo_a, &l.attn.wo_b, &l.ffn.gate, &l.ffn.shared.w1,
+                          &l.ffn.shared.w2, &l.ffn.shared.w3})
+      r(*t);
+    if (l.attn.compressor) r(l.attn.compressor->wkv), r(l.attn.compressor->wgate);
+    if (l.attn.indexer) {
+      r(l.attn.indexer->wq_b), r(l.attn.indexer->weights_proj);
+      r(l.attn.indexer->compressor.wkv), r(l.attn.indexer->compressor.wgate);
+    }
+    for (auto& e : l.ffn.experts) r(e.w1), r(e.w2), r(e.w3);
+  }
+}
+
+// Prefill of the whole prompt, then greedy decoding in lockstep with the reference.
+template <class Backend>
+void prefill_and_greedy(std::string const& name, bool bf16_weights, double tolerance) {
+  auto [config, weights] = v4::load_model(fixture_dir(name));
+  if (bf16_weights) round_stored_to_bf16(weights);
+  GpuDecoder<Backend> gpu(config, weights, options());
+  v4::Decoder<> ref(config, std::move(weights));
+  dsv4_test::Golden const g = load_golden(name);
+  index_t const V = config.vocab_size, S = static_cast<index_t>(g.ids.size());
+  std::string const what = name + " (" + std::string(Backend::kName) + ")";
+
+  auto ref_all = ref.forward(g.ids, v4::Logits::all);
+  auto gpu_all = gpu.forward(g.ids, v4::Logits::all);
+  REQUIRE(gpu_all.size() == ref_all.size());
+  RowError const w = worst_row(gpu_all, ref_all, V);
+  INFO(what << ": prefill of " << S << " tokens: whole-tensor error " << dsv4_test::rel_err(gpu_all, ref_all) << ", worst row " << w.row
+            << " with " << w.error);
+  CHECK(w.error <= tolerance);
+
+  greedy_lockstep(ref, gpu, std::vector<float>(ref_all.end() - V, ref_all.end()), std::vector<float>(gpu_all.end() - V, gpu_all.end()),
+                  tolerance, what);
+}
+
+}  // namespace
+
+TEST_CASE("CUDA decoder, float32 storage: prefill and 64 greedy steps match the host reference",
+          "[gpu][deepseek_v4][decoder]") {
+  std::string const name = GENERATE("dense", "select", "yarn");
+  CAPTURE(name);
+  prefill_and_greedy<fm::cuda::Float32Backend>(name, false, kFloat32Tolerance);
+}
+
+TEST_CASE("CUDA decoder, bf16 storage: prefill and 64 greedy steps match the reference on bf16 weights (dense)",
+          "[gpu][deepseek_v4][decoder]") {
+  prefill_and_greedy<fm::cuda::Backend>("dense", true, kBf16Tolerance);
+}
+
+TEST_CASE("CUDA decoder: token-by-token decode (graph and direct) and odd chunks match the one-shot reference",
+          "[gpu][deepseek_v4][decoder]") {
+  std::string const name = GENERATE("dense", "select", "yarn");
+  CAPTURE(name);
+  auto [config, weights] = v4::load_model(fixture_dir(name));
+  GpuDecoder<fm::cuda::Float32Backend> graph(config, weights, options(true)), direct(config, weights, options(false));
+  v4::Decoder<> ref(config, std::move(weights));
+  dsv4_test::Golden const g = load_golden(name);
+  index_t const V = config.vocab_size;
+  auto const ref_all = ref.forward(g.ids, v4::Logits::all);
+
+  auto by_graph = dsv4_test::run_chunked(graph, g.ids, {1});
+  auto by_launch = dsv4_test::run_chunked(direct, g.ids, {1});
+  RowError const w = worst_row(by_graph, ref_all, V);
+  INFO(name << ": token-by-token decode (CUDA graph): worst step " << w.row << " with error " << w.error);
+  CHECK(w.error <= kFloat32Tolerance);
+  CHECK(by_graph == by_launch);  // the graph replays exactly the launches it captured
+
+  graph.reset();
+  auto chunked = dsv4_test::run_chunked(graph, g.ids, {1, 3, 5, 7, 9, 11, 13, 15});
+  RowError const c = worst_row(chunked, ref_all, V);
+  INFO(name << ": chunks of 1, 3, 5, …, 15 tokens: worst row " << c.row << " with error " << c.error);
+  CHECK(c.error <= kFloat32Tolerance);
+
+  graph.reset();
+  auto again = graph.forward(g.ids, v4::Logits::all);
+  graph.reset();
+  CHECK(graph.forward(g.ids, v4::Logits::all) == again);  // reset() forgets everything; kernels are deterministic
+}
+
+TEST_CASE("CUDA decoder: step() on device tokens equals forward()", "[gpu][deepseek_v4][decoder]") {
+  auto [config, weights] = v4::load_model(fixture_dir("yarn"));
+  GpuDecoder<fm::cuda::Float32Backend> a(config, weights, options()), b(config, weights, options());
+  dsv4_test::Golden const g = load_golden("yarn");
+  std::vector<index_t> const prompt(g.ids.begin(), g.ids.begin() + 20);
+  a.forward(prompt);
+  b.forward(prompt);
+  index_t const V = config.vocab_size;
+  for (index_t id : {index_t{3}, index_t{17}, index_t{159}}) {
+    auto want = a.forward(std::span<index_t const>(&id, 1));
+    auto const token = static_cast<std::int32_t>(id);
+    FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(b.device_token(), &token, 4, cudaMemcpyHostToDevice, b.stream()));
+    b.step();
+    std::vector<float> got(static_cast<std::size_t>(V));
+    FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(got.data(), b.device_logits(), static_cast<std::size_t>(V) * 4, cudaMemcpyDeviceToHost, b.stream()));
+    FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(b.stream()));
+    CHECK(got == want);
+  }
+  CHECK(a.position() == b.position());
+}
+
+TEST_CASE("CUDA decoder: the max context is a hard limit with a clear error", "[gpu][deepseek_v4][decoder]") {
+  auto [config, weights] = v4::load_model(fixture_dir("dense"));
+  GpuDecoder<fm::cuda::Backend> gpu(config, weights, {.max_context = 16, .max_chunk = 8});
+  std::vector<index_t> ids(12, 5);
+  gpu.forward(ids);
+  try {
+    gpu.forward(std::span<index_t const>(ids).subspan(0, 5));
+    FAIL("no error past the max context");
+  } catch (fm::error const& e) {
+    CHECK(e.code() == fm::errc::out_of_memory);
+    CHECK(std::string(e.what()).find("max context of 16") != std::string::npos);
+  }
+  CHECK(gpu.position() == 12);  // nothing was appended
+  std::vector<index_t> bad{3, 128};
+  CHECK_THROWS_AS(gpu.forward(bad), fm::error);
+}
