@@ -31,14 +31,16 @@ struct Case {
   index_t listed;  // 0: score every row; else a list of this many rows (some invalid)
   bool sigmoid;
   LayerCombine combine;
+  index_t pool_offset = 0;  // bytes between an allocation's start and the pool (16-byte aligned, or only 4)
 };
 
 template <class Keys>
 void check_case(Case const& c, unsigned seed) {
   std::mt19937 rng(seed);
   index_t const L = c.layers, H = c.heads, N = c.pool_rows;
-  // Queries are rounded to bf16 here because the kernel multiplies in bf16; the reference then sees the
-  // kernel's exact operands and only the accumulation order differs.
+  // Queries are rounded to bf16 here because the kernel multiplies in bf16 (f32 keys) or f16 (fp8 keys),
+  // which holds these bf16 values exactly; the reference then sees the kernel's exact operands and only
+  // the accumulation order differs.
   std::vector<float> q = test::round_bf16(test::normal(static_cast<std::size_t>(L * H * kD), rng));
   std::vector<float> w = test::normal(static_cast<std::size_t>(L * H), rng, 0.125f);
   std::vector<std::vector<float>> key_values(static_cast<std::size_t>(L));
@@ -86,11 +88,15 @@ void check_case(Case const& c, unsigned seed) {
   // GPU.
   auto dq = test::upload(q), dw = test::upload(w);
   auto drows = test::upload(rows);
-  std::vector<DeviceBuffer<typename Keys::Pool::value_type>> dkeys;
+  using Element = typename Keys::Pool::value_type;
+  index_t const skip = c.pool_offset / static_cast<index_t>(sizeof(Element));
+  std::vector<DeviceBuffer<Element>> dkeys;
   std::vector<typename Keys::Pool> pools;
   for (index_t l = 0; l < L; ++l) {
-    dkeys.push_back(test::upload(std::span<typename Keys::Pool::value_type const>(key_stored[l])));
-    pools.emplace_back(dkeys.back().data(), N, Keys::kRowExtent);
+    std::vector<Element> padded(static_cast<std::size_t>(skip));
+    padded.insert(padded.end(), key_stored[l].begin(), key_stored[l].end());
+    dkeys.push_back(test::upload(padded));
+    pools.emplace_back(dkeys.back().data() + skip, N, Keys::kRowExtent);
   }
   DeviceBuffer<float> dscores(static_cast<std::size_t>(n));
   dscores.fill_bytes(0xff);
@@ -139,6 +145,9 @@ TEST_CASE("index scores (packed fp8 keys) match index_scores on the decoded keys
   check_case<Fp8Keys>({1, 64, 10'000, 3333, false, LayerCombine::max}, 6);
   check_case<Fp8Keys>({3, 128, 9999, 0, true, LayerCombine::max}, 7);
   check_case<Fp8Keys>({3, 64, 513, 200, true, LayerCombine::mean}, 8);
+  // A pool only 4-byte aligned: full tiles are gathered in 4-byte pieces instead of one 16-byte block copy.
+  check_case<Fp8Keys>({1, 64, 5000, 0, false, LayerCombine::max, 4}, 12);
+  check_case<Fp8Keys>({2, 128, 3000, 0, true, LayerCombine::max, 4}, 13);
 }
 
 TEST_CASE("index scores, small shapes: partial tiles, both head counts, a row list", "[gpu][indexer][small]") {

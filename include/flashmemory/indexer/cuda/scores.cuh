@@ -8,17 +8,21 @@
 // one fp32 scale per row, layout::IndexKeyFp8, 132 B). An optional row list picks which pool rows to score
 // (the resident cells); a listed row outside [0, N) scores −∞.
 //
-// Algorithm: memory-bound streaming with tensor-core dot products. Per layer, every warp keeps the bf16
+// Algorithm: memory-bound streaming with tensor-core dot products. Per layer, every warp keeps the
 // B-fragments of qᵀ for 64 heads in registers (128 registers); tiles of 16·(8/HG) keys stream through a
-// 2–3 stage cp.async pipeline in shared memory; each warp computes S = K·qᵀ [16 keys × 64 heads] with
-// mma.m16n8k16 and reduces Σ_h w_h·ReLU(S) in registers. The dot product is a sum over channels, so the
+// cp.async pipeline in shared memory about 100–150 KB deep (what keeps ~3 TB/s in flight); each warp
+// computes S = K·qᵀ [16 keys × 64 heads] with mma.m16n8k16 and reduces Σ_h w_h·ReLU(S) in registers.
+// Without a row list, the packed records of a full tile are one contiguous block, copied 16 bytes at a
+// time; listed rows are gathered record by record in 4-byte pieces. The dot product is a sum over channels, so the
 // channels may be visited in any order as long as keys and queries use the same one: each format picks
 // the order in which its shared-memory reads are bank-conflict free and 4 channels sit in one word
 // (fp8) or one 16-byte vector (f32). Layers run one after another over the CTA's tiles; the combined score
 // is kept in `scores` itself (read-modify-write by the same thread), 4–8 bytes per key against 132–512.
 //
-// Numerics: q and the keys enter the product as bf16 (fp8 is exact in bf16; f32 keys are rounded), fp32
-// accumulation; the fp8 scale is applied to the logit (ReLU(s·x) = s·ReLU(x) for s > 0).
+// Numerics: fp32 accumulation. f32 keys: q and the keys enter the product as bf16 (rounded). fp8 keys: as
+// f16 — e4m3 → f16 is exact and one instruction per two channels (the decode would otherwise cost more than
+// the product), and q as f16 keeps more bits than bf16 for |q| within f16's range (below 65504). The fp8
+// scale is applied to the logit (ReLU(s·x) = s·ReLU(x) for s > 0).
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -49,13 +53,17 @@ struct F32Keys {
   static constexpr int kRecordBytes = kIndexDim * 4;
   static constexpr int kPieceBytes = 16;
   static constexpr int kSmemStride = kRecordBytes + 64;  // the 8 rows of a 16-byte phase start 4 vectors apart
-  static constexpr int kStages = 2;
+  static constexpr int kPipelineBytes = 150 * 1024;      // shared memory for the stages of tiles
   // First of the four consecutive channels behind fragment word (k-step s, thread t).
   __device__ static constexpr int channel(int s, int t) { return 16 * s + 4 * t; }
   __device__ static void fragment(std::byte const* row, int s, int t, std::uint32_t& lo, std::uint32_t& hi) {
     float4 const v = *reinterpret_cast<float4 const*>(row + channel(s, t) * 4);
     lo = flashmemory::cuda::detail::pack_bf16x2(v.x, v.y);
     hi = flashmemory::cuda::detail::pack_bf16x2(v.z, v.w);
+  }
+  __device__ static std::uint32_t pack_q(float lo, float hi) { return flashmemory::cuda::detail::pack_bf16x2(lo, hi); }
+  __device__ static void mma(float (&d)[4], std::uint32_t const (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    flashmemory::cuda::detail::mma_bf16(d, a, b0, b1);
   }
   __device__ static float scale(std::byte const*) { return 1.0f; }
 };
@@ -68,16 +76,18 @@ struct Fp8Keys {
   static constexpr int kRowExtent = kRecordBytes;  // bytes
   static constexpr int kPieceBytes = 4;             // records are only 4-byte aligned
   static constexpr int kSmemStride = kRecordBytes;  // 33 words: rows g and the 8 words of t are conflict free
-  static constexpr int kStages = 3;
+  static constexpr int kPipelineBytes = 110 * 1024;
   static constexpr int kScaleOffset = static_cast<int>(kLayout.scale_offset());
   static_assert(kLayout.channels() == kIndexDim && kRecordBytes % 4 == 0);
   __device__ static constexpr int channel(int s, int t) { return 32 * t + 4 * s; }
   __device__ static void fragment(std::byte const* row, int s, int t, std::uint32_t& lo, std::uint32_t& hi) {
     std::uint32_t const w = *reinterpret_cast<std::uint32_t const*>(row + channel(s, t));
-    float2 const a = flashmemory::cuda::detail::e4m3x2_to_float2(static_cast<std::uint16_t>(w));
-    float2 const b = flashmemory::cuda::detail::e4m3x2_to_float2(static_cast<std::uint16_t>(w >> 16));
-    lo = flashmemory::cuda::detail::pack_bf16x2(a.x, a.y);
-    hi = flashmemory::cuda::detail::pack_bf16x2(b.x, b.y);
+    lo = flashmemory::cuda::detail::e4m3x2_to_f16x2(static_cast<std::uint16_t>(w));
+    hi = flashmemory::cuda::detail::e4m3x2_to_f16x2(static_cast<std::uint16_t>(w >> 16));
+  }
+  __device__ static std::uint32_t pack_q(float lo, float hi) { return flashmemory::cuda::detail::pack_f16x2(lo, hi); }
+  __device__ static void mma(float (&d)[4], std::uint32_t const (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+    flashmemory::cuda::detail::mma_f16(d, a, b0, b1);
   }
   __device__ static float scale(std::byte const* row) { return *reinterpret_cast<float const*>(row + kScaleOffset); }
 };
@@ -117,14 +127,18 @@ template <class Keys, int HeadGroups>
 struct Tiling {
   static constexpr int kKeyWarps = kWarps / HeadGroups;
   static constexpr int kTileKeys = 16 * kKeyWarps;
-  static constexpr int kSlots = Keys::kStages + 1;  // row tables alive at once
+  static constexpr int kTileBytes = kTileKeys * Keys::kSmemStride;
+  static constexpr int kStages = std::clamp(Keys::kPipelineBytes / kTileBytes, 2, 16);
+  static constexpr int kSlots = kStages + 1;  // row tables alive at once
+  // Records stored unpadded: a full tile of consecutive pool rows is one contiguous block.
+  static constexpr bool kBlockCopy = Keys::kSmemStride == Keys::kRecordBytes && kTileBytes % 16 == 0;
   static constexpr int kPiecesPerRow = Keys::kRecordBytes / Keys::kPieceBytes;
 };
 
 template <class Keys, int HeadGroups>
 struct SharedStorage {
   using T = Tiling<Keys, HeadGroups>;
-  alignas(16) std::byte keys[Keys::kStages][T::kTileKeys * Keys::kSmemStride];
+  alignas(16) std::byte keys[T::kStages][T::kTileBytes];
   std::int32_t rows[T::kSlots][T::kTileKeys];  // pool row of each key of a tile; −1 = none
   float partial[T::kKeyWarps][16];             // head group 1's logits, handed to head group 0
   alignas(8) float weights[64 * HeadGroups];   // this layer's head weights
@@ -159,9 +173,15 @@ __global__ void __launch_bounds__(kThreads, 1) index_scores_kernel(Params const 
       s.rows[i % T::kSlots][tid] = row;
     };
     // Starts the copies of local tile i (always commits a group, possibly empty).
+    bool const block_copy = T::kBlockCopy && !p.rows && reinterpret_cast<std::uintptr_t>(pool) % 16 == 0;
     auto issue = [&](int i) {
-      if (i < my_tiles) {
-        std::byte* dst = s.keys[i % Keys::kStages];
+      if (i < my_tiles && block_copy && first_key(i) + T::kTileKeys <= p.n) {
+        std::byte const* src = pool + static_cast<std::int64_t>(first_key(i)) * Keys::kRecordBytes;
+        std::byte* dst = s.keys[i % T::kStages];
+#pragma unroll
+        for (int c = tid; c < T::kTileBytes / 16; c += kThreads) ptx::cp_async_16(dst + c * 16, src + c * 16);
+      } else if (i < my_tiles) {
+        std::byte* dst = s.keys[i % T::kStages];
         std::int32_t const* rows = s.rows[i % T::kSlots];
         for (int c = tid; c < T::kTileKeys * T::kPiecesPerRow; c += kThreads) {
           int const r = c / T::kPiecesPerRow, piece = c % T::kPiecesPerRow;
@@ -185,25 +205,25 @@ __global__ void __launch_bounds__(kThreads, 1) index_scores_kernel(Params const 
 #pragma unroll
         for (int ks = 0; ks < 8; ++ks) {
           float4 const v = *reinterpret_cast<float4 const*>(q + (nt * 8 + g) * kIndexDim + Keys::channel(ks, t));
-          bq[nt][ks][0] = ptx::pack_bf16x2(v.x, v.y);
-          bq[nt][ks][1] = ptx::pack_bf16x2(v.z, v.w);
+          bq[nt][ks][0] = Keys::pack_q(v.x, v.y);
+          bq[nt][ks][1] = Keys::pack_q(v.z, v.w);
         }
       if (tid < p.heads) s.weights[tid] = p.weights[static_cast<std::int64_t>(layer) * p.heads + tid];
     }
 
-    for (int i = 0; i < Keys::kStages; ++i) resolve(i);
+    for (int i = 0; i < T::kStages; ++i) resolve(i);
     __syncthreads();
-    for (int i = 0; i < Keys::kStages - 1; ++i) issue(i);
+    for (int i = 0; i < T::kStages - 1; ++i) issue(i);
 
     for (int i = 0; i < my_tiles; ++i) {
-      ptx::cp_async_wait<Keys::kStages - 2>();
+      ptx::cp_async_wait<T::kStages - 2>();
       __syncthreads();  // tile i has landed; every warp is done with tile i − 1 (its stage and row slot)
-      issue(i + Keys::kStages - 1);
-      resolve(i + Keys::kStages);
+      issue(i + T::kStages - 1);
+      resolve(i + T::kStages);
 
       // S = K·qᵀ: 16 keys (rows g, g+8) × 64 heads (8 tiles of 8), k = 128 in 8 steps; then
       // Σ_h w_h · ReLU(S) for keys g and g+8, 16 heads per thread.
-      std::byte const* k0 = s.keys[i % Keys::kStages] + (kg * 16 + g) * Keys::kSmemStride;
+      std::byte const* k0 = s.keys[i % T::kStages] + (kg * 16 + g) * Keys::kSmemStride;
       std::byte const* k1 = k0 + 8 * Keys::kSmemStride;
       float acc[8][4];
 #pragma unroll
@@ -216,7 +236,7 @@ __global__ void __launch_bounds__(kThreads, 1) index_scores_kernel(Params const 
         Keys::fragment(k0, ks, t, a[0], a[2]);
         Keys::fragment(k1, ks, t, a[1], a[3]);
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) ptx::mma_bf16(acc[nt], a, bq[nt][ks][0], bq[nt][ks][1]);
+        for (int nt = 0; nt < 8; ++nt) Keys::mma(acc[nt], a, bq[nt][ks][0], bq[nt][ks][1]);
       }
       float logit[2] = {0.f, 0.f};
 #pragma unroll

@@ -1,6 +1,6 @@
 // flashmemory/core/cuda/detail/ptx.cuh — thin wrappers over the PTX instructions the kernels share:
-// asynchronous global→shared copies (cp.async, sm_80+), shared-memory matrix loads (ldmatrix), the bf16
-// tensor-core product m16n8k16 (mma.sync) and a few bit-exact conversions. Not part of the API.
+// asynchronous global→shared copies (cp.async, sm_80+), shared-memory matrix loads (ldmatrix), the bf16 and
+// f16 tensor-core products m16n8k16 (mma.sync) and a few bit-exact conversions. Not part of the API.
 //
 // Fragment layouts of mma.m16n8k16 (PTX ISA "Matrix fragments for mma.m16n8k16"), with g = lane / 4 and
 // t = lane % 4:  A (16×16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..);
@@ -60,6 +60,22 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], std::uint32_t const (&a)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// d += a · b, f16 operands, f32 accumulators (same fragment layouts).
+__device__ __forceinline__ void mma_f16(float (&d)[4], std::uint32_t const (&a)[4], std::uint32_t b0, std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats → packed f16x2 (round to nearest even), `lo` in the low half.
+__device__ __forceinline__ std::uint32_t pack_f16x2(float lo, float hi) {
+  std::uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
 // Two floats → packed bf16x2 (round to nearest even), `lo` in the low half.
 __device__ __forceinline__ std::uint32_t pack_bf16x2(float lo, float hi) {
   std::uint32_t r;
@@ -68,6 +84,13 @@ __device__ __forceinline__ std::uint32_t pack_bf16x2(float lo, float hi) {
 }
 __device__ __forceinline__ float bf16_lo(std::uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float bf16_hi(std::uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+
+// Two e4m3 bytes (the low byte first) → packed f16x2, exact (one sm_89+ instruction).
+__device__ __forceinline__ std::uint32_t e4m3x2_to_f16x2(std::uint16_t v) {
+  std::uint32_t r;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(v));
+  return r;
+}
 
 // Two e4m3 bytes (the low byte first) → two floats, exact (sm_89+ hardware conversion through f16x2).
 __device__ __forceinline__ float2 e4m3x2_to_float2(std::uint16_t v) {
