@@ -140,6 +140,12 @@ TEST_CASE("sparse decode (bf16 rows) matches the reference", "[gpu][attention]")
   }
 }
 
+TEST_CASE("sparse decode merges more splits than the combine kernel has threads", "[gpu][attention]") {
+  // 315 tiles in 158 splits of 2: each combine thread reduces two splits' statistics.
+  Case const c{2, 64, 128, 20'000, 30'000, 300};
+  CHECK(run_case<Bf16Rows, float>(c, 5000u).error < kTolerance<float>);
+}
+
 TEST_CASE("sparse decode (packed fp8 rows) matches the reference on the decoded rows", "[gpu][attention]") {
   for (Case c : {Case{3, 64, 128, 300, 1000}, Case{1, 64, 128, 2048, 8192}, Case{4, 128, 32, 100, 257}}) {
     for (int splits : {0, 1}) {

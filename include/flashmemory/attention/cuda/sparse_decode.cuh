@@ -13,7 +13,9 @@
 //   P     = exp2(S·scale·log2e − m)           row maxima exchanged through shared memory; P stored as bf16
 //   O    += P·V   [64 heads × 512 channels]  8 warps × (64 heads × 64 channels), fp32 accumulators
 //   end   : one split → O / (l + exp(sink − m)) written directly; several → unnormalised O and (m, l) to
-//           the workspace and a combine kernel merges the splits with the sink.
+//           the workspace and a combine kernel merges the splits with the sink (launched as a programmatic
+//           dependent, so that its launch overlaps the split kernel; its loads over the splits are
+//           independent, several in flight per thread).
 // Rows are bf16 latents (Bf16Rows) or packed fp8 records dequantised in shared memory (PackedRows, in
 // packed_rows.cuh). Masked slots (−1, or ≥ pool rows) and rows past window_len are skipped; an index past
 // the pool is treated as −1 rather than read.
@@ -56,6 +58,8 @@ inline constexpr int kHeadDim = 512;
 inline constexpr int kHeadsPerCta = 64;
 inline constexpr int kTileRows = 64;
 inline constexpr int kThreads = 256;
+inline constexpr int kCombineThreads = kHeadDim / 4;  // 4 channels per thread
+inline constexpr int kMaxSplits = 1024;
 // Shared rows are padded by 16 bytes so that the 8 rows one ldmatrix reads fall in distinct banks.
 inline constexpr int kRowStride = kHeadDim * 2 + 16;
 inline constexpr int kPStride = kTileRows * 2 + 16;
@@ -103,6 +107,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(Params const
   int const split = static_cast<int>(blockIdx.x), head0 = static_cast<int>(blockIdx.y) * kHeadsPerCta;
   int const b = static_cast<int>(blockIdx.z);
 
+  if (p.splits > 1) ptx::launch_dependents();  // the combine kernel may launch; it waits for this one's results
   int const wl = min(max(p.window_len[b], 0), p.window_rows);
   int const tile_begin = split * p.tiles_per_split;
   int const tile_end = min(tile_begin + p.tiles_per_split, ceil_div(wl + p.slots, kTileRows));
@@ -345,21 +350,46 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(Params const
 }
 
 // Merges the splits of one (token, head): out = Σ_s 2^(m_s−M)·O_s / (Σ_s 2^(m_s−M)·l_s + 2^(sink·log2e−M)).
+// A split with no unmasked row has m = −∞, l = 0 and O = 0: its weight is 0 and adds nothing.
 template <class Output>
-__global__ void __launch_bounds__(kHeadDim / 4) combine_splits_kernel(Params const p) {
+__global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(Params const p) {
+  __shared__ float weight[kMaxSplits];  // 2^(m_s − M)
+  __shared__ float red[kCombineThreads / 32];
   int const head = static_cast<int>(blockIdx.x), b = static_cast<int>(blockIdx.y);
-  int const c = static_cast<int>(threadIdx.x) * 4;
-  float const sink = p.sink[head] * kLog2e;
+  int const tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   std::int64_t const first = static_cast<std::int64_t>(b) * p.splits * p.heads + head;
-  float m_max = sink;
-  for (int sp = 0; sp < p.splits; ++sp) m_max = fmaxf(m_max, p.partial_ml[first + sp * p.heads].x);
-  float denom = exp2f(sink - m_max);
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int sp = 0; sp < p.splits; ++sp) {
+  ptx::wait_for_prerequisites();  // the split kernel's partial results are complete and visible
+
+  // Block-wide reductions over the splits, one split per thread at a time.
+  auto block_reduce = [&](float v, auto op) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = red[0];
+#pragma unroll
+    for (int w = 1; w < kCombineThreads / 32; ++w) v = op(v, red[w]);
+    __syncthreads();  // red is free again
+    return v;
+  };
+  float const sink = p.sink[head] * kLog2e;
+  float m = sink;
+  for (int sp = tid; sp < p.splits; sp += kCombineThreads) m = fmaxf(m, p.partial_ml[first + sp * p.heads].x);
+  m = block_reduce(m, [](float x, float y) { return fmaxf(x, y); });
+  float l = 0.f;
+  for (int sp = tid; sp < p.splits; sp += kCombineThreads) {
     float2 const ml = p.partial_ml[first + sp * p.heads];
-    if (ml.x == kNegInf) continue;  // a split with no unmasked row
-    float const w = exp2f(ml.x - m_max);
-    denom += w * ml.y;
+    float const w = exp2f(ml.x - m);
+    weight[sp] = w;
+    l += w * ml.y;
+  }
+  float const denom = block_reduce(l, [](float x, float y) { return x + y; }) + exp2f(sink - m);  // also orders `weight`
+
+  int const c = tid * 4;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+  for (int sp = 0; sp < p.splits; ++sp) {
+    float const w = weight[sp];
     float4 const v = *reinterpret_cast<float4 const*>(p.partial_o + (first + sp * p.heads) * kHeadDim + c);
     acc.x += w * v.x;
     acc.y += w * v.y;
@@ -391,7 +421,7 @@ class SparseDecode {
  public:
   using Arguments = typename Rows::template Arguments<Output>;
   struct Options {
-    int splits = 0;  // splits per token; 0 = as many as fill the GPU's SMs once
+    int splits = 0;  // splits per token (at most 1024); 0 = as many as fill the GPU's SMs once
   };
 
   explicit SparseDecode(std::span<std::byte> workspace = {}, Options options = {})
@@ -484,8 +514,16 @@ class SparseDecode {
     detail::sparse_decode_kernel<Rows, Output><<<grid, detail::kThreads, kSmemBytes, stream>>>(p);
     if (Status st = flashmemory::cuda::launch_status("sparse_decode_kernel", __FILE__, __LINE__); !st) return st;
     if (pl.splits > 1) {
-      detail::combine_splits_kernel<Output>
-          <<<dim3(static_cast<unsigned>(H), static_cast<unsigned>(B)), detail::kHeadDim / 4, 0, stream>>>(p);
+      cudaLaunchAttribute attr{};
+      attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr.val.programmaticStreamSerializationAllowed = 1;
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3(static_cast<unsigned>(H), static_cast<unsigned>(B));
+      cfg.blockDim = dim3(detail::kCombineThreads);
+      cfg.stream = stream;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      FLASHMEMORY_CUDA_TRY(cudaLaunchKernelEx(&cfg, detail::combine_splits_kernel<Output>, p));
       if (Status st = flashmemory::cuda::launch_status("combine_splits_kernel", __FILE__, __LINE__); !st) return st;
     }
     return Status::success();
@@ -501,7 +539,7 @@ class SparseDecode {
     int const tiles = static_cast<int>(std::max<index_t>((rows + detail::kTileRows - 1) / detail::kTileRows, 1));
     index_t const ctas = std::max<index_t>(a.q.extent(0) * (a.q.extent(1) / detail::kHeadsPerCta), 1);
     int splits = options_.splits > 0 ? options_.splits : static_cast<int>(std::max<index_t>(sms_ / ctas, 1));
-    splits = std::clamp(splits, 1, tiles);
+    splits = std::clamp(splits, 1, std::min(tiles, detail::kMaxSplits));
     int const per_split = (tiles + splits - 1) / splits;
     return {(tiles + per_split - 1) / per_split, per_split};
   }

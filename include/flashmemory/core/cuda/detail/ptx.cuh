@@ -1,6 +1,7 @@
 // flashmemory/core/cuda/detail/ptx.cuh — thin wrappers over the PTX instructions the kernels share:
 // asynchronous global→shared copies (cp.async, sm_80+), shared-memory matrix loads (ldmatrix), the bf16 and
-// f16 tensor-core products m16n8k16 (mma.sync) and a few bit-exact conversions. Not part of the API.
+// f16 tensor-core products m16n8k16 (mma.sync), programmatic dependent launch and a few bit-exact conversions.
+// Not part of the API.
 //
 // Fragment layouts of mma.m16n8k16 (PTX ISA "Matrix fragments for mma.m16n8k16"), with g = lane / 4 and
 // t = lane % 4:  A (16×16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..);
@@ -38,6 +39,13 @@ template <int Pending>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 }
+
+// Programmatic dependent launch (sm_90): a kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization
+// may start once every CTA of the kernel before it has called launch_dependents (or exited); it must call
+// wait_for_prerequisites before reading what that kernel writes (the wait returns once it has completed
+// and its memory is visible).
+__device__ __forceinline__ void launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_for_prerequisites() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
 // Four 8×8 b16 matrices; lane l supplies the address of row l % 8 of matrix l / 8.
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], void const* smem) {
