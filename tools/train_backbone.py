@@ -58,7 +58,7 @@ ALL_ENTRIES = 1 << 30  # index_topk that selects every causal entry (dense CSA)
 SHARD_BYTES = 15 * 2**20
 
 PRESETS = {
-    # 6.3 M parameters, 12.6 MB in bf16.
+    # 6.42 M parameters, 12.5 MiB exported (bf16).
     "backbone": dict(hidden_size=384, num_attention_heads=8, head_dim=128, q_lora_rank=128, o_groups=2,
                      o_lora_rank=96, n_routed_experts=4, moe_intermediate_size=64, index_n_heads=16,
                      index_head_dim=64, sliding_window=64, layer_types=[SLIDING, CSA, HCA, CSA, HCA, CSA]),
