@@ -84,7 +84,7 @@ else
   t0=$(date +%s)
   targets=()
   [ -f "$build/build.ninja" ] && grep -q "build tests/gpu/test_gpu:" "$build/build.ninja" && targets+=(test_gpu)
-  targets+=(bench_lsa_kernels)
+  targets+=(bench_lsa_kernels bench_decode)
   if cmake --build "$build" --target "${targets[@]}" --parallel "$jobs" > "$out/build.log" 2>&1; then
     add build "ok: ${targets[*]} in $(( $(date +%s) - t0 ))s"
   else
@@ -128,6 +128,12 @@ if [ -x "$bench_bin" ]; then
   timeout "$(allow 200 60)" "$bench_bin" --reps 50 --csv "$out/bench.csv" > "$out/bench.log" 2>&1
   rc=$?
   add bench "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench.log")")"
+  decode_bin="$build/bench/decode/bench_decode"
+  if [ -x "$decode_bin" ]; then
+    timeout "$(allow 150 40)" "$decode_bin" --csv "$out/bench_decode.csv" > "$out/bench_decode.log" 2>&1
+    rc=$?
+    add bench_decode "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench_decode.log")")"
+  fi
 else
   add bench "not built"
 fi
@@ -159,6 +165,7 @@ fi
 # ---- 6. summary ---------------------------------------------------------------------------------------
 echo
 [ -f "$out/bench.log" ] && sed -n '/^ceilings/p;/^summary/,$p' "$out/bench.log"
+[ -f "$out/bench_decode.log" ] && tail -20 "$out/bench_decode.log"
 echo
 echo "==== gpu_check summary ($(elapsed); logs in $out) ===="
 printf '%s\n' "${summary[@]}"
