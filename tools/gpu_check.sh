@@ -85,7 +85,7 @@ else
   targets=()
   [ -f "$build/build.ninja" ] && grep -q "build tests/gpu/test_gpu:" "$build/build.ninja" && targets+=(test_gpu)
   targets+=(bench_lsa_kernels bench_decode)
-  if cmake --build "$build" --target "${targets[@]}" --parallel "$jobs" > "$out/build.log" 2>&1; then
+  if cmake --build "$build" --target "${targets[@]}" --parallel "$jobs" -- -k 0 > "$out/build.log" 2>&1; then
     add build "ok: ${targets[*]} in $(( $(date +%s) - t0 ))s"
   else
     grep -E "error|FAILED" "$out/build.log" | head -20

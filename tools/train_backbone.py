@@ -620,7 +620,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval-items", type=int, default=100)
     ap.add_argument("--eval-minutes", type=float, default=1.5, help="part of --max-minutes kept for --eval-tasks")
     ap.add_argument("--eval-topk", type=int, default=0, help="index_topk for the evaluation (0: the config's)")
-    ap.add_argument("--eval-chunk", type=int, default=4096, help="longer sequences are prefilled in chunks")
+    ap.add_argument("--eval-chunk", type=int, default=4352,
+                    help="sequences up to this length (prompt + answer) take one cache-free forward; longer ones "
+                         "are prefilled through the cache in pieces of this length")
     ap.add_argument("--eval-tokens", type=int, default=32768, help="tokens per evaluation batch")
     ap.add_argument("--pack", type=Path, help="at the end, copy what resuming needs and the results here ($OUT)")
     ap.add_argument("--workers", type=int, default=6, help="data-loader processes (0: in the main process)")
@@ -688,7 +690,7 @@ def main() -> int:
     def validate_and_log() -> None:
         model.eval()
         for mode, topk in (("dense", ALL_ENTRIES), ("sparse", args.index_topk)):
-            for r in validate(model, val_items, device, max(data.stages[-1].seq_len, 4096), topk):
+            for r in validate(model, val_items, device, args.eval_chunk, topk):
                 val_log.write({"step": step, "mode": mode, **r})
                 print(f"  val {mode:<6} {r['task']:<18} {r['length']:>5}: {r['exact']:.2f}")
         model.train()

@@ -45,6 +45,13 @@ inline Golden load_golden(std::string const& name) {
   return g;
 }
 
+// One tensor of a fixture's intermediates.safetensors (what transformers computed inside the model).
+inline std::vector<float> intermediate(std::string const& fixture, std::string const& name) {
+  auto file = fm::io::SafetensorsFile::open(fixture_dir(fixture) / "intermediates.safetensors");
+  auto v = file.read_float(name, file.info(name).shape);
+  return {v.begin(), v.end()};
+}
+
 // max |a − b| / max |ref|: the measure make_golden.py uses for transformers' own agreement.
 inline double rel_err(std::span<float const> a, std::span<float const> ref) {
   double diff = 0, scale = 0;

@@ -32,12 +32,6 @@ v4::Tensor tensor_of(std::vector<fm::index_t> shape, std::vector<float> const& v
   return t;
 }
 
-std::vector<float> intermediate(std::string const& fixture, std::string const& name) {
-  auto file = fm::io::SafetensorsFile::open(fixture_dir(fixture) / "intermediates.safetensors");
-  auto v = file.read_float(name, file.info(name).shape);
-  return {v.begin(), v.end()};
-}
-
 }  // namespace
 
 TEST_CASE("RoPE frequencies equal transformers' (plain and YaRN)", "[deepseek_v4][rope]") {

@@ -56,6 +56,7 @@ struct AttentionArguments {
   DeviceRope rope;              // the layer's variant, for the inverse rotation
   float* out = nullptr;         // [heads, dim]
   cudaStream_t stream = nullptr;
+  bool overlap = false;         // programmatic dependent launch (detail/common.cuh)
 };
 
 // Splits that keep about 32 rows per block for at most `max_rows` rows per token.
@@ -71,6 +72,7 @@ inline constexpr int kAttentionChunks = kMaxAttentionDim / 8 / 32;  // 8-channel
 
 template <class T>
 __global__ void __launch_bounds__(kAttentionWarps * 32) attention_split_kernel(AttentionArguments<T> const p) {
+  enter();
   extern __shared__ __align__(16) float smem[];  // per-warp (m, l) [warps][2] | per-warp o [warps][dim]
   int const split = static_cast<int>(blockIdx.x), h = static_cast<int>(blockIdx.y);
   int const lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
@@ -189,6 +191,7 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_split_kernel(A
 
 template <class T>
 __global__ void attention_combine_kernel(AttentionArguments<T> const p) {
+  enter();
   __shared__ float weight[kMaxAttentionSplits];
   __shared__ float denom;
   int const h = static_cast<int>(blockIdx.x);
@@ -249,11 +252,13 @@ template <storage_element T>
 Status attention(AttentionArguments<T> const& a) {
   if (Status s = can_implement(a); !s) return s;
   std::size_t const smem = (2 * detail::kAttentionWarps + static_cast<std::size_t>(detail::kAttentionWarps) * a.dim) * sizeof(float);
-  detail::attention_split_kernel<T><<<dim3(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.heads)),
-                                      detail::kAttentionWarps * 32, smem, a.stream>>>(a);
-  if (Status s = ::flashmemory::cuda::launch_status("deepseek_v4 attention_split_kernel", __FILE__, __LINE__); !s) return s;
-  detail::attention_combine_kernel<T><<<static_cast<unsigned>(a.heads), 128, 0, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 attention_combine_kernel", __FILE__, __LINE__);
+  if (Status s = detail::launch("deepseek_v4 attention_split_kernel", a.overlap, detail::attention_split_kernel<T>,
+                                dim3(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.heads)), detail::kAttentionWarps * 32, smem,
+                                a.stream, a);
+      !s)
+    return s;
+  return detail::launch("deepseek_v4 attention_combine_kernel", a.overlap, detail::attention_combine_kernel<T>,
+                        dim3(static_cast<unsigned>(a.heads)), 128, 0, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

@@ -55,6 +55,7 @@ struct KvStepArguments {
   DeviceRope rope;
   double eps = 1e-6;
   cudaStream_t stream = nullptr;
+  bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
 };
 
 namespace detail {
@@ -119,6 +120,7 @@ __device__ void compressor_push(CompressorStep<T> const& c, std::int64_t pos, st
 
 template <class T>
 __global__ void __launch_bounds__(kKvStepThreads) kv_step_kernel(KvStepArguments<T> const p) {
+  enter();
   extern __shared__ __align__(16) float smem[];
   std::int64_t const pos = *p.position + p.token;
   if (blockIdx.x == 0) {
@@ -150,8 +152,8 @@ Status kv_step(KvStepArguments<T> const& a) {
   }
   std::size_t const smem = (33 + static_cast<std::size_t>(width)) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "kv_step (CUDA): entries of ", width, " channels");
-  detail::kv_step_kernel<T><<<static_cast<unsigned>(1 + a.count), detail::kKvStepThreads, smem, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 kv_step_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 kv_step_kernel", a.overlap, detail::kv_step_kernel<T>, dim3(static_cast<unsigned>(1 + a.count)),
+                        detail::kKvStepThreads, smem, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

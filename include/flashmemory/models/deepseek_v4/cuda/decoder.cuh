@@ -16,6 +16,10 @@
 // device memory and every kernel reads it there, so one decode step is the same launch sequence at every
 // position: step() (and forward() of one token) records it once into a CUDA graph and replays it.
 //
+// A step is a chain of ~20 kernels per layer; with Options::overlap each is a programmatic dependent launch
+// (detail/common.cuh), so a kernel's launch and the first weight loads of a matrix-vector product overlap
+// the end of the kernel before it.
+//
 // A chunk runs layer by layer: the projections of all its tokens at once (one pass over each weight
 // matrix per kTileTokens tokens), then token by token the cache update, indexer scores, top-k and
 // attention (the order of §6.5 that makes chunking invisible), then the output projection and the MoE for
@@ -59,11 +63,15 @@ struct CudaDecoderOptions {
   index_t max_context = 4096;  // tokens one sequence may hold; sizes every KV buffer
   index_t max_chunk = 64;      // tokens per internal pass of forward(); sizes the activation buffers
   bool graph = true;           // replay single-token steps from a captured CUDA graph
+  bool overlap = true;         // programmatic dependent launch: each kernel starts while the previous finishes
 };
 
 namespace cuda::detail {
 
-static __global__ void advance_position_kernel(std::int64_t* position, std::int64_t tokens) { *position += tokens; }
+static __global__ void advance_position_kernel(std::int64_t* position, std::int64_t tokens) {
+  enter();
+  *position += tokens;
+}
 
 struct GraphExecDeleter {
   void operator()(cudaGraphExec_t g) const noexcept { cudaGraphExecDestroy(g); }
@@ -209,8 +217,9 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: a history of ", tokens, " tokens leaves no room in ", capacity());
     reset();
     for (std::size_t l = 0; l < cache_.size(); ++l) cache_[l].fill_random(tokens, config_.head_dim, seed + 3 * l, stream_);
-    cuda::detail::advance_position_kernel<<<1, 1, 0, stream_>>>(work_->position.data(), tokens);
-    FLASHMEMORY_CUDA_CHECK(cudaGetLastError());
+    cuda::detail::launch("deepseek_v4 advance_position_kernel", false, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0,
+                         stream_.get(), work_->position.data(), tokens)
+        .throw_if_error();
     position_ = tokens;
     stream_.synchronize();
   }
@@ -290,17 +299,18 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     cudaStream_t const st = stream_;
     std::int64_t const D = c.hidden_size, H = c.num_attention_heads, d = c.head_dim, hc = c.hc_mult;
     std::int64_t const* pos = w.position.data();
+    bool const pdl = options_.overlap;
     auto check = [](Status const& s) { s.throw_if_error(); };
 
-    check(cuda::embed_streams<T>({weights_.embed.data(), w.ids.data(), w.streams.data(), S, D, static_cast<int>(hc), st}));
+    check(cuda::embed_streams<T>({weights_.embed.data(), w.ids.data(), w.streams.data(), S, D, static_cast<int>(hc), st, pdl}));
     float const* placed = nullptr;  // the previous sub-layer's output, placed into the streams by the next site
     // mHC site: place `placed`, mix, collapse, norm → w.x for every token of the chunk.
     auto site = [&](cuda::DeviceHyperConnection const& hcw, DeviceBuffer<float> const& norm) {
       check(cuda::hyper_partial({w.streams.data(), S, D, static_cast<int>(hc), hcw.fn.data(), static_cast<int>((2 + hc) * hc),
-                                 placed, w.mix_state.data(), w.partial.data(), st}));
+                                 placed, w.mix_state.data(), w.partial.data(), st, pdl}));
       check(cuda::hyper_finish({w.streams.data(), w.partial.data(), 0, S, D, static_cast<int>(hc), false, hcw.base.data(),
                                 hcw.scale.data(), static_cast<int>(c.hc_sinkhorn_iters), c.rms_norm_eps, c.hc_eps, norm.data(),
-                                w.mix_state.data(), w.x.data(), st}));
+                                w.mix_state.data(), w.x.data(), st, pdl}));
     };
 
     for (index_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -313,7 +323,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
 
       // ---- attention sub-layer ------------------------------------------------------------------------
       site(lw.hc_attn, lw.attn_norm);
-      check(cuda::linear<T>({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride, st}));
+      check(cuda::linear<T>({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride, st, pdl}));
       {
         cuda::NormRopeArguments nr;
         nr.jobs[0] = {w.px.data() + p.q_a, w.q_residual.data(), w.px_stride, c.q_lora_rank, static_cast<int>(c.q_lora_rank), 1,
@@ -325,10 +335,11 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         nr.rope = rope;
         nr.eps = c.rms_norm_eps;
         nr.stream = st;
+        nr.overlap = pdl;
         check(cuda::norm_rope(nr));
       }
       check(cuda::linear<T>({lw.proj_q.data(), p.q_rows, c.q_lora_rank, w.q_residual.data(), c.q_lora_rank, S, 0, 0, w.pq.data(),
-                             w.pq_stride, st}));
+                             w.pq_stride, st, pdl}));
       {
         cuda::NormRopeArguments nr;
         nr.jobs[0] = {w.pq.data() + p.q, w.pq.data() + p.q, w.pq_stride, w.pq_stride, static_cast<int>(d), static_cast<int>(H),
@@ -344,6 +355,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         nr.rope = rope;
         nr.eps = c.rms_norm_eps;
         nr.stream = st;
+        nr.overlap = pdl;
         check(cuda::norm_rope(nr));
       }
 
@@ -365,6 +377,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         kv.rope = rope;
         kv.eps = c.rms_norm_eps;
         kv.stream = st;
+        kv.overlap = pdl;
         check(cuda::kv_step(kv));
 
         cuda::AttentionArguments<T> at;
@@ -373,7 +386,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
           check(cuda::index_scores<T>({w.pq.data() + s * w.pq_stride + p.index_q, w.px.data() + s * w.px_stride + p.index_weights,
                                        static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
                                        ix.pool.data(), ix.capacity, static_cast<int>(c.index_n_heads),
-                                       static_cast<int>(c.index_head_dim), ix.ratio, pos, s, kc.scores.data(), st}));
+                                       static_cast<int>(c.index_head_dim), ix.ratio, pos, s, kc.scores.data(), st, pdl}));
           check(topk_.run({matrix_view<float const>(kc.scores.data(), 1, ix.capacity), {}, {},
                            matrix_view<std::int32_t>(w.selected.data(), 1, c.index_topk), st}));
           at.mode = cuda::PoolRows::selected;
@@ -402,26 +415,27 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         at.rope = rope;
         at.out = w.o.data() + s * H * d;
         at.stream = st;
+        at.overlap = pdl;
         check(cuda::attention<T>(at));
       }
 
       std::int64_t const G = c.o_groups, R = c.o_lora_rank, gin = H * d / G;
-      check(cuda::linear<T>({lw.wo_a.data(), G * R, gin, w.o.data(), H * d, S, R, gin, w.grouped.data(), G * R, st}));
-      check(cuda::linear<T>({lw.wo_b.data(), D, G * R, w.grouped.data(), G * R, S, 0, 0, w.y.data(), D, st}));
+      check(cuda::linear<T>({lw.wo_a.data(), G * R, gin, w.o.data(), H * d, S, R, gin, w.grouped.data(), G * R, st, pdl}));
+      check(cuda::linear<T>({lw.wo_b.data(), D, G * R, w.grouped.data(), G * R, S, 0, 0, w.y.data(), D, st, pdl}));
       placed = w.y.data();
 
       // ---- MoE sub-layer ------------------------------------------------------------------------------
       site(lw.hc_ffn, lw.ffn_norm);
       std::int64_t const E = c.n_routed_experts;
       int const k = static_cast<int>(c.num_experts_per_tok);
-      check(cuda::linear<T>({lw.gate.data(), E, D, w.x.data(), D, S, 0, 0, w.router_logits.data(), E, st}));
+      check(cuda::linear<T>({lw.gate.data(), E, D, w.x.data(), D, S, 0, 0, w.router_logits.data(), E, st, pdl}));
       bool const hash = c.mlp_layer_types[static_cast<std::size_t>(l)] == MlpKind::hash_moe;
       check(cuda::route({w.router_logits.data(), S, static_cast<int>(E), k, hash ? nullptr : lw.gate_bias.data(),
                          hash ? lw.tid2eid.data() : nullptr, w.ids.data(), c.scoring_func,
-                         static_cast<float>(c.routed_scaling_factor), w.chosen.data(), w.route_weights.data(), st}));
+                         static_cast<float>(c.routed_scaling_factor), w.chosen.data(), w.route_weights.data(), st, pdl}));
       check(cuda::experts<T>({lw.w1.data(), lw.w3.data(), lw.w2.data(), D, c.moe_intermediate_size, static_cast<int>(E), k,
                               w.x.data(), S, w.chosen.data(), w.route_weights.data(), static_cast<float>(c.swiglu_limit),
-                              w.hidden.data(), w.y.data(), st}));
+                              w.hidden.data(), w.y.data(), st, pdl}));
     }
 
     // ---- head hyper-connection, final norm, LM head for tokens [first, S) -------------------------------
@@ -429,15 +443,15 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       std::int64_t const n = S - first, ms = cuda::mix_state_size(static_cast<int>(hc));
       float* streams = w.streams.data() + first * hc * D;
       check(cuda::hyper_partial({streams, n, D, static_cast<int>(hc), weights_.hc_head.fn.data(), static_cast<int>(hc),
-                                 placed + first * D, w.mix_state.data() + first * ms, w.partial.data(), st}));
+                                 placed + first * D, w.mix_state.data() + first * ms, w.partial.data(), st, pdl}));
       check(cuda::hyper_finish({streams, w.partial.data(), 0, n, D, static_cast<int>(hc), true, weights_.hc_head.base.data(),
                                 weights_.hc_head.scale.data(), 0, c.rms_norm_eps, c.hc_eps, weights_.norm.data(), nullptr,
-                                w.head_in.data(), st}));
+                                w.head_in.data(), st, pdl}));
       check(cuda::linear<T>({weights_.head.data(), c.vocab_size, D, w.head_in.data(), D, n, 0, 0, w.logits.data(),
-                             c.vocab_size, st}));
+                             c.vocab_size, st, pdl}));
     }
-    cuda::detail::advance_position_kernel<<<1, 1, 0, st>>>(w.position.data(), S);
-    check(::flashmemory::cuda::launch_status("deepseek_v4 advance_position_kernel", __FILE__, __LINE__));
+    check(cuda::detail::launch("deepseek_v4 advance_position_kernel", pdl, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0, st,
+                               w.position.data(), S));
   }
 
   static cuda::DeviceRope device_rope(DeviceBuffer<float> const& inv_freq, float scale) {

@@ -36,6 +36,7 @@ struct IndexScoreArguments {
   std::int64_t token = 0;
   float* scores = nullptr;  // [capacity]
   cudaStream_t stream = nullptr;
+  bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
 };
 
 namespace detail {
@@ -45,6 +46,7 @@ inline constexpr int kScoreHeads = 8;  // heads per pass over a key row
 
 template <class T>
 __global__ void __launch_bounds__(kScoreThreads) index_score_kernel(IndexScoreArguments<T> const p) {
+  enter();
   extern __shared__ __align__(16) float smem[];  // q [heads, dim] | weights [heads]
   std::int64_t const count = (*p.position + p.token + 1) / p.ratio;
   std::int64_t const first = static_cast<std::int64_t>(blockIdx.x) * kScoreThreads;
@@ -90,9 +92,9 @@ Status index_scores(IndexScoreArguments<T> const& a) {
   std::size_t const smem = (static_cast<std::size_t>(a.heads) * a.dim + a.heads) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "index scores (CUDA): ", a.heads, " × ", a.dim, " queries");
   if (a.capacity == 0) return Status::success();
-  detail::index_score_kernel<T><<<static_cast<unsigned>(detail::ceil_div(a.capacity, detail::kScoreThreads)),
-                                  detail::kScoreThreads, smem, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 index_score_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 index_score_kernel", a.overlap, detail::index_score_kernel<T>,
+                        dim3(static_cast<unsigned>(detail::ceil_div(a.capacity, detail::kScoreThreads))), detail::kScoreThreads, smem,
+                        a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

@@ -8,7 +8,8 @@
 // x[t, (r / group_rows) · group_offset …], so G groups of rows each see their own slice of x.
 //
 // Kernel: one warp per output row, 16-byte weight loads, four of them in flight per lane before the first
-// use; x is read through L1 (every warp of the block reads the same x). Requires cols % 8 == 0.
+// use, the next four requested before the current ones are used; x is read through L1 (every warp of the
+// block reads the same x). Requires cols % 8 == 0.
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -34,44 +35,71 @@ struct LinearArguments {
   float* y = nullptr;  // [tokens, y_stride], columns [0, rows) written
   std::int64_t y_stride = 0;
   cudaStream_t stream = nullptr;
+  bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
 };
 
 namespace detail {
 
 inline constexpr int kTileTokens = 8;
 inline constexpr int kLinearWarps = 8;
+inline constexpr int kUnroll = 4;  // 16-byte weight loads per lane in flight
 
-// acc[m] += W_row · x_m for the nt ≤ M tokens of a tile (per-lane partial sums; the caller reduces the warp).
-template <class T, int M>
-__device__ __forceinline__ void row_dot(T const* w, float const* x, std::int64_t x_stride, int chunks, int nt,
-                                        float (&acc)[M]) {
-  constexpr int kUnroll = 4;
+// Weight chunks c0, c0 + 32, … (kUnroll of them, those below `chunks`) of one row.
+template <class T>
+__device__ __forceinline__ void load_chunks(T const* w, int c0, int chunks, float (&wv)[kUnroll][8]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+    if (c0 + 32 * u < chunks) load8_stream(w + static_cast<std::int64_t>(c0 + 32 * u) * 8, wv[u]);
+}
+
+// acc[m] += the loaded chunks · x_m for the nt ≤ M tokens of a tile.
+template <int M>
+__device__ __forceinline__ void fma_chunks(float const (&wv)[kUnroll][8], float const* x, std::int64_t x_stride, int c0, int chunks,
+                                           int nt, float (&acc)[M]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    int const c = c0 + 32 * u;
+    if (c >= chunks) break;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if (m >= nt) break;
+      float const* xm = x + m * x_stride + static_cast<std::int64_t>(c) * 8;
+      float4 const a = *reinterpret_cast<float4 const*>(xm), b = *reinterpret_cast<float4 const*>(xm + 4);
+      acc[m] += wv[u][0] * a.x + wv[u][1] * a.y + wv[u][2] * a.z + wv[u][3] * a.w + wv[u][4] * b.x + wv[u][5] * b.y +
+                wv[u][6] * b.z + wv[u][7] * b.w;
+    }
+  }
+}
+
+// acc[m] += W_row · x_m (per-lane partial sums; the caller reduces the warp). The next group of weight
+// loads is issued before the current one is used; `before_inputs()` runs once the first group is requested
+// and before x is read (the linear kernel waits for its prerequisites there).
+template <class T, int M, class F>
+__device__ __forceinline__ void row_dot(T const* w, float const* x, std::int64_t x_stride, int chunks, int nt, float (&acc)[M],
+                                        F&& before_inputs) {
   int const lane = static_cast<int>(threadIdx.x % 32);
+  float wv[kUnroll][8];
+  load_chunks(w, lane, chunks, wv);
+  before_inputs();
   for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
-    float wv[kUnroll][8];
+    float next[kUnroll][8];
+    load_chunks(w, c0 + 32 * kUnroll, chunks, next);
+    fma_chunks<M>(wv, x, x_stride, c0, chunks, nt, acc);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
-      if (c0 + 32 * u < chunks) load8_stream(w + static_cast<std::int64_t>(c0 + 32 * u) * 8, wv[u]);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      int const c = c0 + 32 * u;
-      if (c >= chunks) break;
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        if (m >= nt) break;
-        float const* xm = x + m * x_stride + static_cast<std::int64_t>(c) * 8;
-        float4 const a = *reinterpret_cast<float4 const*>(xm), b = *reinterpret_cast<float4 const*>(xm + 4);
-        acc[m] += wv[u][0] * a.x + wv[u][1] * a.y + wv[u][2] * a.z + wv[u][3] * a.w + wv[u][4] * b.x +
-                  wv[u][5] * b.y + wv[u][6] * b.z + wv[u][7] * b.w;
-      }
-    }
+      for (int e = 0; e < 8; ++e) wv[u][e] = next[u][e];
   }
 }
 
 template <class T, int M>
 __global__ void __launch_bounds__(kLinearWarps * 32) linear_kernel(LinearArguments<T> const p) {
+  launch_dependents();
   std::int64_t const row = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
-  if (row >= p.rows) return;
+  if (row >= p.rows) {
+    wait_for_prerequisites();
+    return;
+  }
   std::int64_t const t0 = static_cast<std::int64_t>(blockIdx.y) * M;
   int const nt = static_cast<int>(min(static_cast<std::int64_t>(M), p.tokens - t0));
   std::int64_t const group = p.group_rows > 0 ? row / p.group_rows : 0;
@@ -79,7 +107,8 @@ __global__ void __launch_bounds__(kLinearWarps * 32) linear_kernel(LinearArgumen
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-  row_dot<T, M>(p.w + row * p.cols, x, p.x_stride, static_cast<int>(p.cols / 8), nt, acc);
+  // The weights are constant: their first loads overlap the end of the previous kernel.
+  row_dot<T, M>(p.w + row * p.cols, x, p.x_stride, static_cast<int>(p.cols / 8), nt, acc, [] { wait_for_prerequisites(); });
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
   if (threadIdx.x % 32 == 0)
@@ -113,13 +142,12 @@ Status linear(LinearArguments<T> const& a) {
   if (Status s = can_implement(a); !s) return s;
   if (a.rows == 0 || a.tokens == 0) return Status::success();
   auto const blocks = static_cast<unsigned>(detail::ceil_div(a.rows, detail::kLinearWarps));
-  if (a.tokens == 1) {
-    detail::linear_kernel<T, 1><<<dim3(blocks, 1), detail::kLinearWarps * 32, 0, a.stream>>>(a);
-  } else {
-    auto const tiles = static_cast<unsigned>(detail::ceil_div(a.tokens, detail::kTileTokens));
-    detail::linear_kernel<T, detail::kTileTokens><<<dim3(blocks, tiles), detail::kLinearWarps * 32, 0, a.stream>>>(a);
-  }
-  return ::flashmemory::cuda::launch_status("deepseek_v4 linear_kernel", __FILE__, __LINE__);
+  if (a.tokens == 1)
+    return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, 1>, dim3(blocks, 1),
+                          detail::kLinearWarps * 32, 0, a.stream, a);
+  auto const tiles = static_cast<unsigned>(detail::ceil_div(a.tokens, detail::kTileTokens));
+  return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, detail::kTileTokens>, dim3(blocks, tiles),
+                        detail::kLinearWarps * 32, 0, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

@@ -41,6 +41,7 @@ struct EmbedArguments {
   std::int64_t tokens = 0, hidden = 0;
   int hc = 0;
   cudaStream_t stream = nullptr;
+  bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
 };
 
 struct HyperPartialArguments {
@@ -53,6 +54,7 @@ struct HyperPartialArguments {
   float const* mix_state = nullptr;  // [tokens, mix_state_size(hc)] of the previous site (with y)
   float* partial = nullptr;          // [tokens, hyper_blocks(D), mix + 1]
   cudaStream_t stream = nullptr;
+  bool overlap = false;
 };
 
 struct HyperFinishArguments {
@@ -70,12 +72,14 @@ struct HyperFinishArguments {
   float* mix_state = nullptr;   // [tokens, mix_state_size(hc)] written for sub-layer sites (absolute token)
   float* out = nullptr;         // [count, D]
   cudaStream_t stream = nullptr;
+  bool overlap = false;
 };
 
 namespace detail {
 
 template <class T>
 __global__ void embed_kernel(EmbedArguments<T> const p) {
+  enter();
   std::int64_t const t = blockIdx.x;
   T const* row = p.table + static_cast<std::int64_t>(p.ids[t]) * p.hidden;
   float* x = p.x + t * p.hc * p.hidden;
@@ -86,6 +90,7 @@ __global__ void embed_kernel(EmbedArguments<T> const p) {
 }
 
 static __global__ void hyper_partial_kernel(HyperPartialArguments const p) {
+  enter();
   extern __shared__ __align__(16) float smem[];  // old streams [hc][64], then per-warp sums [warps][mix + 1]
   int const tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   int const i = tid / kHyperColumns, col = tid % kHyperColumns;
@@ -153,7 +158,52 @@ __device__ inline void sinkhorn(float* c, int n, int iters, float eps) {
   }
 }
 
+// The same with n known at compile time (hc_mult 2 and 4): the matrix lives in registers and the
+// independent rows and columns of a pass interleave instead of running one after another.
+template <int N>
+__device__ inline void sinkhorn_fixed(float* c_out, int iters, float eps) {
+  float c[N * N];
+#pragma unroll
+  for (int i = 0; i < N * N; ++i) c[i] = c_out[i];
+  auto normalise_columns = [&] {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      float s = 0;
+#pragma unroll
+      for (int j = 0; j < N; ++j) s += c[j * N + k];
+#pragma unroll
+      for (int j = 0; j < N; ++j) c[j * N + k] /= s + eps;
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    float m = c[j * N];
+#pragma unroll
+    for (int k = 1; k < N; ++k) m = fmaxf(m, c[j * N + k]);
+    float s = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) s += c[j * N + k] = expf(c[j * N + k] - m);
+#pragma unroll
+    for (int k = 0; k < N; ++k) c[j * N + k] = c[j * N + k] / s + eps;
+  }
+  normalise_columns();
+  for (int it = 1; it < iters; ++it) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      float s = 0;
+#pragma unroll
+      for (int k = 0; k < N; ++k) s += c[j * N + k];
+#pragma unroll
+      for (int k = 0; k < N; ++k) c[j * N + k] /= s + eps;
+    }
+    normalise_columns();
+  }
+#pragma unroll
+  for (int i = 0; i < N * N; ++i) c_out[i] = c[i];
+}
+
 static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
+  enter();
   extern __shared__ __align__(16) float smem[];  // scratch [33] | mu [mix + 1] | state [mix_state_size] | u [D]
   int const hc = p.hc, mix = p.head ? hc : (2 + hc) * hc, ms = mix_state_size(hc);
   float* scratch = smem;
@@ -179,7 +229,9 @@ static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
     if (!p.head) {
       for (int i = 0; i < hc; ++i) post[i] = 2.0f * sigmoid(mu[hc + i] * rho * p.scale[1] + p.base[hc + i]);
       for (int i = 0; i < hc * hc; ++i) comb[i] = mu[2 * hc + i] * rho * p.scale[2] + p.base[2 * hc + i];
-      sinkhorn(comb, hc, p.sinkhorn_iters, eps);
+      if (hc == 4) sinkhorn_fixed<4>(comb, p.sinkhorn_iters, eps);
+      else if (hc == 2) sinkhorn_fixed<2>(comb, p.sinkhorn_iters, eps);
+      else sinkhorn(comb, hc, p.sinkhorn_iters, eps);
       for (int i = 0; i < ms; ++i) p.mix_state[t * ms + i] = state[i];
     }
   }
@@ -203,8 +255,8 @@ static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
 template <storage_element T>
 Status embed_streams(EmbedArguments<T> const& a) {
   if (a.tokens == 0) return Status::success();
-  detail::embed_kernel<T><<<static_cast<unsigned>(a.tokens), 256, 0, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 embed_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 embed_kernel", a.overlap, detail::embed_kernel<T>, dim3(static_cast<unsigned>(a.tokens)), 256, 0,
+                        a.stream, a);
 }
 
 inline Status hyper_partial(HyperPartialArguments const& a) {
@@ -215,9 +267,8 @@ inline Status hyper_partial(HyperPartialArguments const& a) {
   int const threads = a.hc * kHyperColumns;
   std::size_t const smem = (static_cast<std::size_t>(a.hc) * kHyperColumns + static_cast<std::size_t>(threads / 32) * (a.mix + 1)) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "hyper_partial (CUDA): ", a.mix, " mix rows");
-  detail::hyper_partial_kernel<<<dim3(static_cast<unsigned>(hyper_blocks(a.hidden)), static_cast<unsigned>(a.tokens)), threads,
-                                 smem, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 hyper_partial_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 hyper_partial_kernel", a.overlap, detail::hyper_partial_kernel,
+                        dim3(static_cast<unsigned>(hyper_blocks(a.hidden)), static_cast<unsigned>(a.tokens)), threads, smem, a.stream, a);
 }
 
 inline Status hyper_finish(HyperFinishArguments const& a) {
@@ -227,8 +278,8 @@ inline Status hyper_finish(HyperFinishArguments const& a) {
   int const mix = a.head ? a.hc : (2 + a.hc) * a.hc;
   std::size_t const smem = (33 + static_cast<std::size_t>(mix + 1) + mix_state_size(a.hc) + static_cast<std::size_t>(a.hidden)) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "hyper_finish (CUDA): hidden size ", a.hidden);
-  detail::hyper_finish_kernel<<<static_cast<unsigned>(a.count), 256, smem, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 hyper_finish_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 hyper_finish_kernel", a.overlap, detail::hyper_finish_kernel, dim3(static_cast<unsigned>(a.count)),
+                        256, smem, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

@@ -40,6 +40,7 @@ struct RouteArguments {
   std::int32_t* chosen = nullptr;  // [tokens, k]
   float* weights = nullptr;        // [tokens, k]
   cudaStream_t stream = nullptr;
+  bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
 };
 
 template <storage_element T>
@@ -57,6 +58,7 @@ struct ExpertArguments {
   float* h = nullptr;  // workspace [tokens, k + 1, inter]
   float* y = nullptr;  // [tokens, hidden]
   cudaStream_t stream = nullptr;
+  bool overlap = false;
 };
 
 namespace detail {
@@ -70,6 +72,7 @@ __device__ __forceinline__ float router_score(float g, ScoringFunc f) {
 }
 
 static __global__ void route_kernel(RouteArguments const p) {
+  enter();
   std::int64_t const t = blockIdx.x;
   int const lane = static_cast<int>(threadIdx.x);
   float s[kPerLane], key[kPerLane];
@@ -124,17 +127,23 @@ static __global__ void route_kernel(RouteArguments const p) {
 
 template <class T>
 __global__ void __launch_bounds__(kLinearWarps * 32) expert_up_kernel(ExpertArguments<T> const p) {
+  launch_dependents();
   std::int64_t const r = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
-  if (r >= p.inter) return;
   int const j = static_cast<int>(blockIdx.y);
+  bool const shared = j == p.k;
+  if (r >= p.inter || !shared) wait_for_prerequisites();  // a routed expert is known only from route's output
+  if (r >= p.inter) return;
   std::int64_t const t = blockIdx.z;
-  std::int64_t const e = j < p.k ? p.chosen[t * p.k + j] : p.experts;
+  std::int64_t const e = shared ? p.experts : p.chosen[t * p.k + j];
   std::int64_t const row = (e * p.inter + r) * p.hidden;
   float const* x = p.x + t * p.hidden;
   float a[1] = {0.0f}, b[1] = {0.0f};
   int const chunks = static_cast<int>(p.hidden / 8);
-  row_dot<T, 1>(p.w1 + row, x, 0, chunks, 1, a);
-  row_dot<T, 1>(p.w3 + row, x, 0, chunks, 1, b);
+  // The shared expert's weights are requested before the wait, as the linear kernel's are.
+  row_dot<T, 1>(p.w1 + row, x, 0, chunks, 1, a, [shared] {
+    if (shared) wait_for_prerequisites();
+  });
+  row_dot<T, 1>(p.w3 + row, x, 0, chunks, 1, b, [] {});
   float const ga = warp_sum(a[0]), gb = warp_sum(b[0]);
   if (threadIdx.x % 32 == 0) {
     float const g = fminf(ga, p.limit), u = fminf(fmaxf(gb, -p.limit), p.limit);
@@ -144,6 +153,7 @@ __global__ void __launch_bounds__(kLinearWarps * 32) expert_up_kernel(ExpertArgu
 
 template <class T>
 __global__ void __launch_bounds__(kLinearWarps * 32) expert_down_kernel(ExpertArguments<T> const p) {
+  enter();
   std::int64_t const r = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
   if (r >= p.hidden) return;
   std::int64_t const t = blockIdx.y;
@@ -153,7 +163,7 @@ __global__ void __launch_bounds__(kLinearWarps * 32) expert_down_kernel(ExpertAr
     std::int64_t const e = j < p.k ? p.chosen[t * p.k + j] : p.experts;
     float const w = j < p.k ? p.weights[t * p.k + j] : 1.0f;
     float acc[1] = {0.0f};
-    row_dot<T, 1>(p.w2 + (e * p.hidden + r) * p.inter, p.h + (t * (p.k + 1) + j) * p.inter, 0, chunks, 1, acc);
+    row_dot<T, 1>(p.w2 + (e * p.hidden + r) * p.inter, p.h + (t * (p.k + 1) + j) * p.inter, 0, chunks, 1, acc, [] {});
     total += w * warp_sum(acc[0]);
   }
   if (threadIdx.x % 32 == 0) p.y[t * p.hidden + r] = total;
@@ -168,8 +178,8 @@ inline Status route(RouteArguments const& a) {
   if (!a.bias && (!a.tid2eid || !a.ids))
     return Status::failure(errc::invalid_argument, "route (CUDA): a hash layer needs tid2eid and the token ids");
   if (a.tokens == 0) return Status::success();
-  detail::route_kernel<<<static_cast<unsigned>(a.tokens), 32, 0, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 route_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 route_kernel", a.overlap, detail::route_kernel, dim3(static_cast<unsigned>(a.tokens)), 32, 0,
+                        a.stream, a);
 }
 
 // Enqueues expert_up and expert_down: y = the MoE output for every token.
@@ -183,11 +193,13 @@ Status experts(ExpertArguments<T> const& a) {
   if (a.tokens > 65535) return Status::failure(errc::unsupported, "experts (CUDA): ", a.tokens, " tokens in one launch");
   dim3 const up(static_cast<unsigned>(detail::ceil_div(a.inter, detail::kLinearWarps)), static_cast<unsigned>(a.k + 1),
                 static_cast<unsigned>(a.tokens));
-  detail::expert_up_kernel<T><<<up, detail::kLinearWarps * 32, 0, a.stream>>>(a);
-  if (Status s = ::flashmemory::cuda::launch_status("deepseek_v4 expert_up_kernel", __FILE__, __LINE__); !s) return s;
+  if (Status s = detail::launch("deepseek_v4 expert_up_kernel", a.overlap, detail::expert_up_kernel<T>, up, detail::kLinearWarps * 32,
+                                0, a.stream, a);
+      !s)
+    return s;
   dim3 const down(static_cast<unsigned>(detail::ceil_div(a.hidden, detail::kLinearWarps)), static_cast<unsigned>(a.tokens));
-  detail::expert_down_kernel<T><<<down, detail::kLinearWarps * 32, 0, a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 expert_down_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 expert_down_kernel", a.overlap, detail::expert_down_kernel<T>, down, detail::kLinearWarps * 32, 0,
+                        a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

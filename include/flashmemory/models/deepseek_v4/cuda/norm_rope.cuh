@@ -44,6 +44,7 @@ struct NormRopeArguments {
   DeviceRope rope;
   double eps = 1e-6;
   cudaStream_t stream = nullptr;
+  bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
 };
 
 namespace detail {
@@ -51,6 +52,7 @@ namespace detail {
 inline constexpr int kNormRopeThreads = 128;
 
 static __global__ void __launch_bounds__(kNormRopeThreads) norm_rope_kernel(NormRopeArguments const p) {
+  enter();
   extern __shared__ __align__(16) float smem[];  // [33] reduction scratch, then the row
   float* scratch = smem;
   float* v = smem + 33;
@@ -100,9 +102,8 @@ inline Status norm_rope(NormRopeArguments const& a) {
   if (a.tokens > 65535) return Status::failure(errc::unsupported, "norm_rope (CUDA): ", a.tokens, " tokens in one launch");
   std::size_t const smem = (33 + static_cast<std::size_t>(width)) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "norm_rope (CUDA): rows of ", width, " channels");
-  detail::norm_rope_kernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(a.tokens)), detail::kNormRopeThreads, smem,
-                             a.stream>>>(a);
-  return ::flashmemory::cuda::launch_status("deepseek_v4 norm_rope_kernel", __FILE__, __LINE__);
+  return detail::launch("deepseek_v4 norm_rope_kernel", a.overlap, detail::norm_rope_kernel,
+                        dim3(static_cast<unsigned>(rows), static_cast<unsigned>(a.tokens)), detail::kNormRopeThreads, smem, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

@@ -1,15 +1,28 @@
 // flashmemory/models/deepseek_v4/cuda/detail/common.cuh — what the DeepSeek-V4 kernels share: storage
-// element loads and stores (bf16 or float, widened to float), warp and block reductions, and RoPE with the
-// host reference's exact angles. Not part of the API.
+// element loads and stores (bf16 or float, widened to float), warp and block reductions, RoPE with the
+// host reference's exact angles, and programmatic dependent launch. Not part of the API.
+//
+// Programmatic dependent launch (sm_90, "PDL"): a decode step is a chain of ~150 dependent kernels, most of
+// them small. Launched with `overlap`, a kernel may start while its predecessor in the stream is still
+// running; every kernel here first lets its own successor launch (launch_dependents), then waits for its
+// predecessor to complete and flush (wait_for_prerequisites) before it touches any activation or cache
+// buffer — only weights, which nothing writes, are read before the wait (the linear kernels prefetch their
+// first rows). Every kernel waits unconditionally, before any early exit, so that completion stays
+// transitive along the chain (a kernel that could finish without waiting would let its successor overtake
+// its predecessor).
 #pragma once
 
 #include <flashmemory/config.hpp>
+#include <flashmemory/core/cuda/check.cuh>
 #include <flashmemory/core/dtype.hpp>
+#include <flashmemory/core/error.hpp>
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 namespace flashmemory::models::deepseek_v4::cuda {
 
@@ -133,6 +146,45 @@ __device__ __forceinline__ void rope_block(DeviceRope const& rope, float* v, int
 }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Lets the next kernel of the stream launch (it still waits for this one's results before using them).
+__device__ __forceinline__ void launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Waits until the previous kernel of the stream has completed and its writes are visible (returns at once
+// when this kernel was not launched with `overlap`).
+__device__ __forceinline__ void wait_for_prerequisites() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// The start of every kernel that reads nothing before its prerequisites.
+__device__ __forceinline__ void enter() {
+  launch_dependents();
+  wait_for_prerequisites();
+}
+
+// kernel<<<grid, block, smem, stream>>>(args…), as a programmatic dependent launch when `overlap`.
+template <class... Params, class... Args>
+Status launch(char const* name, bool overlap, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
+              cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = overlap ? &attr : nullptr;
+  config.numAttrs = overlap ? 1 : 0;
+  return ::flashmemory::cuda::cuda_status(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), name, __FILE__,
+                                          __LINE__);
+}
 
 }  // namespace detail
 }  // namespace flashmemory::models::deepseek_v4::cuda
