@@ -9,8 +9,9 @@
 // takes the number of keys from the host; this one reads the causal count from device memory and serves
 // any head count and width (the test fixtures have 4–16 heads of 16–32 channels).
 //
-// Kernel: one thread per entry; the token's queries and head weights in shared memory (read as
-// broadcasts), eight heads' dot products accumulated per pass over the entry's key row.
+// Kernel: tiles of 32 entries, one per lane; the eight warps of a block split the heads, each accumulating
+// eight heads' dot products per pass over the entry's key row (the other warps' passes hit L1), the token's
+// queries and head weights in shared memory (read as broadcasts); the warps' sums meet in shared memory.
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -20,6 +21,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace flashmemory::models::deepseek_v4::cuda {
@@ -41,43 +43,58 @@ struct IndexScoreArguments {
 
 namespace detail {
 
-inline constexpr int kScoreThreads = 128;
-inline constexpr int kScoreHeads = 8;  // heads per pass over a key row
+inline constexpr int kScoreEntries = 32;  // entries per tile: one per lane
+inline constexpr int kScoreWarps = 8;     // the warps of a block share the heads of a tile
+inline constexpr int kScoreHeads = 8;     // heads per pass over a key row
+inline constexpr int kMaxScoreBlocks = 1024;
 
 template <class T>
-__global__ void __launch_bounds__(kScoreThreads) index_score_kernel(IndexScoreArguments<T> const p) {
+__global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScoreArguments<T> const p) {
   enter();
-  extern __shared__ __align__(16) float smem[];  // q [heads, dim] | weights [heads]
+  extern __shared__ __align__(16) float smem[];  // q [heads, dim] | weights [heads] | per-warp sums [warps][32]
   std::int64_t const count = (*p.position + p.token + 1) / p.ratio;
-  std::int64_t const first = static_cast<std::int64_t>(blockIdx.x) * kScoreThreads;
-  if (first >= count) return;
+  if (static_cast<std::int64_t>(blockIdx.x) * kScoreEntries >= count) return;  // block-uniform
   float* q = smem;
-  float* hw = smem + p.heads * p.dim;
-  for (int i = static_cast<int>(threadIdx.x); i < p.heads * p.dim; i += kScoreThreads) q[i] = p.q[i];
-  for (int i = static_cast<int>(threadIdx.x); i < p.heads; i += kScoreThreads) hw[i] = p.weights[i];
-  __syncthreads();
-  std::int64_t const w = first + threadIdx.x;
-  if (w >= count) return;
-  T const* key = p.keys + w * p.dim;
-  float score = 0.0f;
-  for (int h0 = 0; h0 < p.heads; h0 += kScoreHeads) {
-    float acc[kScoreHeads] = {};
-    for (int c = 0; c < p.dim; c += 8) {
-      float k[8];
-      load8(key + c, k);
+  float* hw = q + p.heads * p.dim;
+  float* part = hw + p.heads;
+  int const tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  for (int i = tid; i < p.heads * p.dim; i += blockDim.x) q[i] = p.q[i];
+  for (int i = tid; i < p.heads; i += blockDim.x) hw[i] = p.weights[i];
+  int const per_warp = (p.heads + kScoreWarps - 1) / kScoreWarps;
+  int const h_begin = warp * per_warp, h_end = min(p.heads, h_begin + per_warp);
+  for (std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kScoreEntries; first < count;
+       first += static_cast<std::int64_t>(gridDim.x) * kScoreEntries) {
+    __syncthreads();  // q staged; the previous tile's sums consumed
+    std::int64_t const w = first + lane;
+    float sum = 0.0f;
+    if (w < count) {
+      T const* key = p.keys + w * p.dim;
+      for (int h0 = h_begin; h0 < h_end; h0 += kScoreHeads) {
+        float acc[kScoreHeads] = {};
+        for (int c = 0; c < p.dim; c += 8) {
+          float k[8];
+          load8(key + c, k);
 #pragma unroll
-      for (int j = 0; j < kScoreHeads; ++j) {
-        if (h0 + j >= p.heads) break;
-        float4 const a = *reinterpret_cast<float4 const*>(q + (h0 + j) * p.dim + c);
-        float4 const b = *reinterpret_cast<float4 const*>(q + (h0 + j) * p.dim + c + 4);
-        acc[j] += a.x * k[0] + a.y * k[1] + a.z * k[2] + a.w * k[3] + b.x * k[4] + b.y * k[5] + b.z * k[6] + b.w * k[7];
+          for (int j = 0; j < kScoreHeads; ++j) {
+            if (h0 + j >= h_end) break;
+            float4 const a = *reinterpret_cast<float4 const*>(q + (h0 + j) * p.dim + c);
+            float4 const b = *reinterpret_cast<float4 const*>(q + (h0 + j) * p.dim + c + 4);
+            acc[j] += a.x * k[0] + a.y * k[1] + a.z * k[2] + a.w * k[3] + b.x * k[4] + b.y * k[5] + b.z * k[6] + b.w * k[7];
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kScoreHeads; ++j)
+          if (h0 + j < h_end) sum += hw[h0 + j] * fmaxf(acc[j], 0.0f);
       }
     }
-#pragma unroll
-    for (int j = 0; j < kScoreHeads; ++j)
-      if (h0 + j < p.heads) score += hw[h0 + j] * fmaxf(acc[j], 0.0f);
+    part[warp * 32 + lane] = sum;
+    __syncthreads();
+    if (warp == 0 && w < count) {
+      float total = 0.0f;
+      for (int i = 0; i < kScoreWarps; ++i) total += part[i * 32 + lane];
+      p.scores[w] = total * p.fold;
+    }
   }
-  p.scores[w] = score * p.fold;
 }
 
 }  // namespace detail
@@ -89,12 +106,12 @@ Status index_scores(IndexScoreArguments<T> const& a) {
                            " channels, ratio ", a.ratio, " (width must be a positive multiple of 8)");
   if (!a.q || !a.weights || !a.keys || !a.scores || !a.position)
     return Status::failure(errc::invalid_argument, "index scores (CUDA): null argument");
-  std::size_t const smem = (static_cast<std::size_t>(a.heads) * a.dim + a.heads) * sizeof(float);
+  std::size_t const smem = (static_cast<std::size_t>(a.heads) * a.dim + a.heads + detail::kScoreWarps * 32) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "index scores (CUDA): ", a.heads, " × ", a.dim, " queries");
   if (a.capacity == 0) return Status::success();
-  return detail::launch("deepseek_v4 index_score_kernel", a.overlap, detail::index_score_kernel<T>,
-                        dim3(static_cast<unsigned>(detail::ceil_div(a.capacity, detail::kScoreThreads))), detail::kScoreThreads, smem,
-                        a.stream, a);
+  auto const blocks = static_cast<unsigned>(std::min<std::int64_t>(detail::ceil_div(a.capacity, detail::kScoreEntries), detail::kMaxScoreBlocks));
+  return detail::launch("deepseek_v4 index_score_kernel", a.overlap, detail::index_score_kernel<T>, dim3(blocks),
+                        detail::kScoreWarps * 32, smem, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda
