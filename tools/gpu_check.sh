@@ -2,8 +2,7 @@
 # tools/gpu_check.sh — everything the GPU part needs checked, in one call on a machine with an NVIDIA GPU:
 #   1. the device (nvidia-smi) and what .carry/ provides (dependencies the machine lacks, e.g. nlohmann-json);
 #   2. configure (CMake + Ninja) and build the GPU tests and benchmarks — or use a prebuilt build dir;
-#   3. the GPU tests: test_gpu and every other gpu-labelled test executable of the project, run directly
-#      (what `ctest -L gpu` runs, without its one process per test case);
+#   3. the GPU tests: `ctest -L gpu` (every gpu-labelled test case of the project)
 #   4. the kernels' registers / stack / local memory (cuobjdump) and the benchmarks;
 #   5. compute-sanitizer: memcheck on all of test_gpu, racecheck and synccheck on its [small] cases, each
 #      bounded by the time left (GPU_CHECK_BUDGET seconds in all, default 540: a 10-minute call);
@@ -62,16 +61,10 @@ fi
 [ -n "$cuda_flags" ] && cmake_args+=(-DCMAKE_CUDA_FLAGS="$cuda_flags")
 
 # ---- 2. configure and build ---------------------------------------------------------------------------
-# Names of the gpu-labelled test executables other than test_gpu (from CTest's discovery scripts).
-gpu_tests_besides_test_gpu() {
-  grep -l 'LABELS;gpu' "$build"/tests/*/*_include.cmake 2>/dev/null | xargs -r -n1 basename |
-    sed 's/-[0-9a-f]*_include\.cmake$//' | grep -vx test_gpu | tr '\n' ' '
-}
 build=${1:-}
 if [ -n "$build" ]; then
   build=$(cd "$build" && pwd)
   add build "prebuilt: $build"
-  others=$(gpu_tests_besides_test_gpu)
 else
   build="$root/build-gpu"
   if ! cmake -S . -B "$build" "${cmake_args[@]}" > "$out/configure.log" 2>&1; then
@@ -91,29 +84,19 @@ else
     grep -E "error|FAILED" "$out/build.log" | head -20
     add build "FAILED (see build.log)"
   fi
-  # The other gpu-labelled test executables of the project (best effort).
-  others=$(gpu_tests_besides_test_gpu)
-  if [ -n "$others" ]; then
-    # shellcheck disable=SC2086
-    cmake --build "$build" --target $others --parallel "$jobs" -- -k 0 >> "$out/build.log" 2>&1 ||
-      echo "some other gpu test targets did not build: $others (see build.log)"
-  fi
+  # Everything else (the other gpu-labelled tests live in several executables).
+  cmake --build "$build" --parallel "$jobs" -- -k 0 >> "$out/build.log" 2>&1 ||
+    echo "some targets did not build (see build.log)"
 fi
 test_bin="$build/tests/gpu/test_gpu"
 bench_bin="$build/bench/bench_lsa_kernels"
 
 # ---- 3. tests -----------------------------------------------------------------------------------------
-run_tests() {  # name, binary
-  timeout "$(allow 240 200)" "$2" --reporter console --reporter "junit::out=$out/$1.xml" > "$out/$1.log" 2>&1
-  local rc=$?
-  add "$1" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc"): $(grep -E 'test cases|All tests passed' "$out/$1.log" | tail -1)"
-  [ $rc = 0 ] || grep -B3 -A12 -E "FAILED|REQUIRE|CHECK\(" "$out/$1.log" | head -60
-}
-if [ -x "$test_bin" ]; then run_tests test_gpu "$test_bin"; else add test_gpu "not built"; fi
-for t in ${others:-}; do
-  bin=$(find "$build/tests" -maxdepth 2 -type f -name "$t" -perm -u+x | head -1)
-  if [ -n "$bin" ]; then run_tests "$t" "$bin"; else add "$t" "not built"; fi
-done
+# Every gpu-labelled test of the project, one process per test case, as CI would run them with a GPU.
+timeout "$(allow 240 150)" ctest --test-dir "$build" -L gpu --output-on-failure --timeout 120 > "$out/ctest-gpu.log" 2>&1
+rc=$?
+add "ctest -L gpu" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc"): $(grep -E 'tests passed' "$out/ctest-gpu.log" | tail -1)"
+[ $rc = 0 ] || grep -E "\*\*\*Failed|Not Run|Timeout" "$out/ctest-gpu.log" | head -20
 
 # ---- 4. resources and benchmarks ----------------------------------------------------------------------
 if [ -x "$bench_bin" ]; then
