@@ -8,8 +8,9 @@
 // uploaded as bf16); each context's history is random rows (Decoder::fill_context_for_benchmark).
 //
 // Per context (4K, 16K, 64K by default): warm up, then time every decode step (CUDA-graph replays of one
-// captured step) between CUDA events, and report the median; also the same steps launched directly (no
-// graph) and, once, the step's weight matrices streamed by the linear kernel alone (the GEMV floor). Bytes
+// captured step, kernels as programmatic dependent launches) between CUDA events, and report the median;
+// also the same with plain launches in the graph (no overlap between kernels) and with no graph at all,
+// and, once, the step's weight matrices streamed by the linear kernel alone (the GEMV floor). Bytes
 // per step = weights read (all non-expert matrices, the routed experts chosen + the shared one, the LM head,
 // one embedding row, norms and mHC parameters) + KV read (window, the attended compressed entries, every
 // index key and score of the CSA layers). Fraction = those bytes / step time / the measured copy bandwidth
@@ -33,6 +34,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -247,9 +249,16 @@ double gemv_floor_us(v4::Config const& c, cudaStream_t stream, double& bytes) {
   return us;
 }
 
+// How a decode step is launched.
+struct Variant {
+  char const* name;
+  bool graph, overlap;
+};
+constexpr Variant kVariants[] = {{"graph + overlap", true, true}, {"graph", true, false}, {"no graph", false, true}};
+
 struct Row {
   index_t context = 0;
-  double graph_us = 0, direct_us = 0;
+  double us[std::size(kVariants)] = {};
   StepBytes bytes;
 };
 
@@ -302,35 +311,44 @@ int main(int argc, char** argv) try {
   std::vector<Row> rows;
   for (index_t context : contexts) {
     index_t const capacity = context + 4 * (steps + 16);
-    Row r{context, 0, 0, step_bytes(config, context, capacity)};
-    for (bool graph : {true, false}) {
-      v4::Decoder<fm::cuda::Backend> decoder(config, weights, {.max_context = capacity, .max_chunk = 1, .graph = graph});
+    Row r{context, {}, step_bytes(config, context, capacity)};
+    for (std::size_t v = 0; v < std::size(kVariants); ++v) {
+      v4::Decoder<fm::cuda::Backend> decoder(
+          config, weights, {.max_context = capacity, .max_chunk = 1, .graph = kVariants[v].graph, .overlap = kVariants[v].overlap});
       decoder.fill_context_for_benchmark(context, 1234 + static_cast<std::uint64_t>(context));
       std::int32_t const token = 17;
       FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(decoder.device_token(), &token, 4, cudaMemcpyHostToDevice, decoder.stream()));
-      double const us = median_us(decoder.stream(), 8, steps, [&] { decoder.step(); });
-      (graph ? r.graph_us : r.direct_us) = us;
+      r.us[v] = median_us(decoder.stream(), 8, steps, [&] { decoder.step(); });
+      // The steps computed something: finite logits that are not all equal.
+      std::vector<float> logits(static_cast<std::size_t>(config.vocab_size));
+      FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(logits.data(), decoder.device_logits(), logits.size() * 4, cudaMemcpyDeviceToHost,
+                                             decoder.stream()));
+      FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decoder.stream()));
+      auto [lo, hi] = std::minmax_element(logits.begin(), logits.end());
+      if (!std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); }) || !(*lo < *hi))
+        fm::fail(fm::errc::invalid_argument, "bench_decode: context ", context, ", ", kVariants[v].name,
+                 ": the last step's logits are not finite or all equal");
+      std::printf("context %6lld, %-15s: %8.1f us/step\n", static_cast<long long>(context), kVariants[v].name, r.us[v]);
+      std::fflush(stdout);
     }
     rows.push_back(r);
-    std::printf("context %6lld: %.1f us/step with a CUDA graph, %.1f us launched directly\n", static_cast<long long>(context),
-                r.graph_us, r.direct_us);
   }
   double floor_bytes = 0;
   double const floor_us = gemv_floor_us(config, side, floor_bytes);
 
-  std::printf("\n%8s %10s %9s %10s %8s %9s %7s %10s\n", "context", "us/step", "tokens/s", "weights MB", "KV MB", "GB/s", "% copy",
-              "no-graph us");
+  std::printf("\n%8s %10s %9s %10s %8s %9s %7s %10s %10s\n", "context", "us/step", "tokens/s", "weights MB", "KV MB", "GB/s", "% copy",
+              "no-overlap", "no-graph");
   std::ofstream out;
   if (!csv.empty()) {
     out.open(csv);
-    out << "context,us_per_step,tokens_per_s,weight_bytes,kv_bytes,gbs,fraction_of_copy,us_per_step_no_graph\n";
+    out << "context,us_per_step,tokens_per_s,weight_bytes,kv_bytes,gbs,fraction_of_copy,us_per_step_no_overlap,us_per_step_no_graph\n";
   }
   for (Row const& r : rows) {
-    double const bytes = r.bytes.weights + r.bytes.kv, gbs = bytes / r.graph_us * 1e-3;
-    std::printf("%8lld %10.1f %9.0f %10.1f %8.2f %9.0f %6.1f%% %10.1f\n", static_cast<long long>(r.context), r.graph_us,
-                1e6 / r.graph_us, r.bytes.weights / 1e6, r.bytes.kv / 1e6, gbs, 100.0 * gbs / copy, r.direct_us);
-    if (out) out << r.context << ',' << r.graph_us << ',' << 1e6 / r.graph_us << ',' << r.bytes.weights << ',' << r.bytes.kv << ',' << gbs
-                 << ',' << gbs / copy << ',' << r.direct_us << '\n';
+    double const bytes = r.bytes.weights + r.bytes.kv, gbs = bytes / r.us[0] * 1e-3;
+    std::printf("%8lld %10.1f %9.0f %10.1f %8.2f %9.0f %6.1f%% %10.1f %10.1f\n", static_cast<long long>(r.context), r.us[0],
+                1e6 / r.us[0], r.bytes.weights / 1e6, r.bytes.kv / 1e6, gbs, 100.0 * gbs / copy, r.us[1], r.us[2]);
+    if (out) out << r.context << ',' << r.us[0] << ',' << 1e6 / r.us[0] << ',' << r.bytes.weights << ',' << r.bytes.kv << ',' << gbs
+                 << ',' << gbs / copy << ',' << r.us[1] << ',' << r.us[2] << '\n';
   }
   std::printf("GEMV floor: the step's %.1f MB of weight matrices through the linear kernel alone (one graph): %.1f us, "
               "%.0f GB/s, %.1f%% of copy\n",
