@@ -1,12 +1,24 @@
 // fm-dsv4 — run the DeepSeek-V4 reference decoder on a checkpoint, or report its KV-cache footprint.
 //
 //   fm-dsv4 [CHECKPOINT] [options]           prefill a prompt, decode, print ids, tokens/s and KV bytes
+//   fm-dsv4 [CHECKPOINT] --lsa MODE [...]     the same with Lookahead Sparse Attention on the CSA layers
 //   fm-dsv4 --kv-report --context N [--config FILE]
 //
 // With no CHECKPOINT the embedded tiny checkpoint is used (FLASHMEMORY_DSV4_TINY_CHECKPOINT, compiled in).
+#include <flashmemory/indexer/memory_indexer.hpp>
+#include <flashmemory/indexer/minmax_bounds.hpp>
+#include <flashmemory/indexer/oracle.hpp>
+#include <flashmemory/indexer/random.hpp>
+#include <flashmemory/indexer/recency.hpp>
+#include <flashmemory/io/safetensors.hpp>
+#include <flashmemory/lsa/lookahead.hpp>
+#include <flashmemory/lsa/native_trace.hpp>
 #include <flashmemory/models/deepseek_v4/decoder.hpp>
 #include <flashmemory/models/deepseek_v4/kv_footprint.hpp>
 #include <flashmemory/models/deepseek_v4/load.hpp>
+#include <flashmemory/residency/densest_pages.hpp>
+#include <flashmemory/residency/threshold.hpp>
+#include <flashmemory/residency/top_fraction.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -15,13 +27,17 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <numeric>
 #include <optional>
 #include <random>
+#include <regex>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #ifndef FLASHMEMORY_DSV4_TINY_CHECKPOINT
@@ -46,6 +62,19 @@ constexpr char const* kUsage = R"(usage:
       --chunk N           prefill chunk size (default 256)
       --stop-at-eos       stop when the model emits an end-of-sequence token
       --device cpu|cuda   where to run (default cpu)
+    Lookahead Sparse Attention on the CSA layers (docs/deepseek-v4.md, "LSA"):
+      --lsa MODE          off (default: every chunk resident, the native model) or the Level-1 scorer:
+                          memory (the Memory Indexer, needs --indexer), recency, random, oracle (labels
+                          from a first, full-attention pass; the LSA pass is fed its tokens), minmax
+      --policy P          threshold (chunks scoring > 0.5), densest (the densest --budget of the pages)
+                          or topfraction (the best --budget of the pages); default threshold for memory and
+                          oracle, topfraction otherwise (threshold and densest need probability scores)
+      --tau N             window length in tokens: Level 1 runs every N tokens (default 64)
+      --budget F          GPU reserve as a fraction of the pages of the whole run, in (0, 1] (default 0.25),
+                          plus one cell for the page being written
+      --page N            chunks per page, the unit of recall (default 64 = 256 tokens)
+      --indexer FILE      Memory Indexer weights: safetensors with retrievers.l{L}.{wq_a.weight,
+                          q_norm_weight, wq_b.weight, weights_proj.weight}, L = target CSA layer
   fm-dsv4 --kv-report --context N [--config FILE]
       KV-cache bytes per layer kind at N tokens, bf16 and packed fp8 records;
       FILE is a config.json (default: the embedded tiny checkpoint's)
@@ -74,7 +103,24 @@ struct Options {
   bool stop_at_eos = false, kv_report = false, help = false;
   std::optional<std::filesystem::path> config;
   std::string device = "cpu";
+  // LSA
+  std::string lsa = "off";
+  std::optional<std::string> policy;
+  std::optional<fm::index_t> tau, page;
+  std::optional<double> budget;
+  std::optional<std::filesystem::path> indexer;
 };
+
+bool probability_scorer(std::string_view lsa) { return lsa == "memory" || lsa == "oracle"; }
+
+std::string one_of(std::string_view option, std::string_view value, std::initializer_list<std::string_view> allowed) {
+  std::string list;
+  for (std::string_view a : allowed) {
+    if (a == value) return std::string(value);
+    list += (list.empty() ? "" : ", ") + std::string(a);
+  }
+  throw Usage(std::string(option) + ": expected one of " + list + ", found \"" + std::string(value) + "\"");
+}
 
 Options parse_args(int argc, char** argv) {
   Options o;
@@ -108,7 +154,15 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--device") {
       o.device = std::string(value());
       if (o.device != "cpu" && o.device != "cuda") throw Usage("--device: expected cpu or cuda, found \"" + o.device + "\"");
-    } else if (a == "--kv-report") o.kv_report = true;
+    } else if (a == "--lsa") o.lsa = one_of(a, value(), {"off", "memory", "recency", "random", "oracle", "minmax"});
+    else if (a == "--policy") o.policy = one_of(a, value(), {"threshold", "densest", "topfraction"});
+    else if (a == "--tau") o.tau = positive(value());
+    else if (a == "--page") o.page = positive(value());
+    else if (a == "--budget") {
+      o.budget = parse_number<double>(a, value());
+      if (!(*o.budget > 0 && *o.budget <= 1)) throw Usage("--budget: expected a fraction in (0, 1], found " + std::string(argv[i]));
+    } else if (a == "--indexer") o.indexer = std::filesystem::path(value());
+    else if (a == "--kv-report") o.kv_report = true;
     else if (a == "--context") {
       o.context = parse_number<fm::index_t>(a, value());
       if (o.context < 0) throw Usage("--context: expected a token count ≥ 0");
@@ -119,6 +173,15 @@ Options parse_args(int argc, char** argv) {
   }
   if (o.kv_report && o.context < 0) throw Usage("--kv-report needs --context N");
   if (!o.kv_report && (o.context >= 0 || o.config)) throw Usage("--context and --config belong to --kv-report");
+  if (o.lsa == "off" && (o.policy || o.tau || o.page || o.budget || o.indexer))
+    throw Usage("--policy, --tau, --page, --budget and --indexer configure LSA: give --lsa MODE too");
+  if (o.kv_report && o.lsa != "off") throw Usage("--lsa belongs to generation, not to --kv-report");
+  if (o.lsa == "memory" && !o.indexer) throw Usage("--lsa memory needs the Memory Indexer weights: --indexer FILE");
+  if (o.indexer && o.lsa != "memory") throw Usage("--indexer is the Memory Indexer of --lsa memory, not of --lsa " + o.lsa);
+  if (o.policy && *o.policy != "topfraction" && o.lsa != "off" && !probability_scorer(o.lsa))
+    throw Usage("--policy " + *o.policy + " needs probability scores (--lsa memory or oracle); --lsa " + o.lsa +
+                " scores are not probabilities: use --policy topfraction");
+  if (o.lsa != "off" && o.device == "cuda") throw Usage("--lsa runs on the host reference only (--device cpu)");
   return o;
 }
 
@@ -199,19 +262,227 @@ void progress(fm::index_t done, fm::index_t total) {
   if (done == total) std::fprintf(stderr, "\n");
 }
 
+// ---- LSA -------------------------------------------------------------------------------------------------
+
+// The Level-1 scorers behind one type per kind of score: probabilities (threshold policies accept them) or not.
+template <bool Probabilities, class... Scorers>
+struct AnyScorer {
+  static constexpr bool kProbabilities = Probabilities;
+  std::variant<Scorers...> scorer;
+  void score(fm::indexer::ScoringContext const& ctx, std::span<float> scores) {
+    std::visit([&](auto& s) { s.score(ctx, scores); }, scorer);
+  }
+};
+using ProbabilityScorer = AnyScorer<true, fm::indexer::MemoryIndexer, fm::indexer::Oracle>;
+using BudgetScorer = AnyScorer<false, fm::indexer::Recency, fm::indexer::Random, fm::indexer::MinMaxBounds>;
+
+struct AnyPolicy {
+  std::variant<fm::residency::Threshold, fm::residency::DensestPages, fm::residency::TopFraction> policy;
+  fm::residency::ResidentSet select(fm::residency::SelectionContext const& ctx) const {
+    return std::visit([&](auto const& p) { return p.select(ctx); }, policy);
+  }
+};
+
+template <class Scorer>
+using LsaKv = fm::lsa::Lookahead<Scorer, AnyPolicy>;
+
+// The Memory Indexer of `file` for this model: one target CSA layer per retrievers.l{L}, sizes from the tensors,
+// the query roped like the model's indexer; the reference decoder's index keys are not Hadamard-rotated.
+fm::indexer::MemoryIndexer load_memory_indexer(std::filesystem::path const& path, v4::Config const& c, std::vector<fm::index_t>& targets) {
+  auto file = fm::io::SafetensorsFile::open(path);
+  std::regex name(R"(retrievers\.l(\d+)\.wq_a\.weight)");
+  std::set<fm::index_t> layers;
+  for (std::string const& n : file.names())
+    if (std::smatch m; std::regex_match(n, m, name)) layers.insert(std::stoll(m[1].str()));
+  if (layers.empty()) throw std::runtime_error(path.string() + ": no Memory Indexer tensors (retrievers.l{L}.wq_a.weight)");
+  fm::index_t csa = c.count(v4::LayerKind::csa);
+  if (*layers.rbegin() >= csa)
+    throw std::runtime_error(path.string() + ": retrievers.l" + std::to_string(*layers.rbegin()) + " names a CSA layer, but the model has " +
+                             std::to_string(csa) + " CSA layers");
+  targets.assign(layers.begin(), layers.end());
+  auto const& wq_a = file.info("retrievers.l" + std::to_string(targets[0]) + ".wq_a.weight").shape;
+  auto const& wq_b = file.info("retrievers.l" + std::to_string(targets[0]) + ".wq_b.weight").shape;
+  if (wq_a.size() != 2 || wq_b.size() != 2 || wq_b[0] % c.index_head_dim != 0)
+    throw std::runtime_error(path.string() + ": wq_a / wq_b of retrievers.l" + std::to_string(targets[0]) +
+                             " are not [rank, D] / [heads · " + std::to_string(c.index_head_dim) + ", rank]");
+  fm::indexer::MemoryIndexerConfig mc;
+  mc.hidden_size = c.hidden_size, mc.rank = wq_a[0], mc.heads = wq_b[0] / c.index_head_dim, mc.head_dim = c.index_head_dim;
+  mc.rope_dim = c.qk_rope_head_dim, mc.rope = c.rope_compress, mc.hadamard = false;
+  return fm::indexer::MemoryIndexer::load(file, mc, targets);
+}
+
+AnyPolicy make_policy(std::string const& name, double budget) {
+  if (name == "threshold") return {fm::residency::Threshold{0.5}};
+  if (name == "densest") return {fm::residency::DensestPages{.kmax_fraction = budget}};
+  return {fm::residency::TopFraction{budget}};
+}
+
+// The GPU side of the CSA layers' KV, and what LSA did to keep it small.
+void print_lsa_report(fm::lsa::FootprintReport const& f, fm::lsa::LookaheadStats const* stats = nullptr,
+                      fm::index_t resident_pages = 0, fm::index_t history_pages = 0) {
+  std::printf("GPU KV of the CSA layers (float32 records), resident vs full:\n");
+  std::printf("    %-10s %14s %14s %14s %13s %14s\n", "kind", "GPU reserve B", "in use B", "full B", "reserve/full", "host mirror B");
+  auto row = [](char const* kind, fm::lsa::KindFootprint const& k) {
+    std::printf("    %-10s %14zu %14zu %14zu %12.1f%% %14zu\n", kind, k.reserve_bytes, k.resident_bytes, k.full_bytes,
+                k.full_bytes ? 100.0 * double(k.reserve_bytes) / double(k.full_bytes) : 100.0, k.mirror_bytes);
+  };
+  row("entries", f.entries), row("index keys", f.keys), row("total", f.total());
+  auto t = f.total();
+  double fraction = t.full_bytes ? 100.0 * double(t.resident_bytes) / double(t.full_bytes) : 100.0;
+  if (!stats) {
+    std::printf("  resident fraction: %.1f%% (every chunk resident: the native model)\n", fraction);
+    return;
+  }
+  std::printf("  resident fraction: %.1f%% (%lld of %lld pages in cells); last selected set: %lld pages\n", fraction,
+              static_cast<long long>(resident_pages), static_cast<long long>(history_pages),
+              static_cast<long long>(stats->selected_pages));
+  auto const& r = stats->recall;
+  std::printf("  Level 1: %lld windows, %lld fallbacks; pages recalled: %lld (%zu B), evicted %lld, kept %lld; pages "
+              "opened by appends %lld, deferred %lld\n",
+              static_cast<long long>(stats->windows), static_cast<long long>(stats->fallbacks), static_cast<long long>(r.pages_fetched),
+              r.bytes_moved, static_cast<long long>(r.pages_evicted), static_cast<long long>(r.pages_kept),
+              static_cast<long long>(stats->opened_pages), static_cast<long long>(stats->deferred_pages));
+  std::printf("  recall bytes: %zu; stalls: 0 (the host reference finishes each recall at its window boundary)\n", r.bytes_moved);
+}
+
+// ---- generation ----------------------------------------------------------------------------------------
+
+// One run over a prompt: prefill in chunks, then decode by sampling — or feeding `forced` tokens (an LSA pass
+// over a full-attention pass's sequence). `before(n)` runs before each step of n tokens.
+struct Sequence {
+  std::vector<fm::index_t> generated;
+  std::vector<std::vector<float>> logits;  // what each generated token was chosen from
+  double prefill_s = 0, decode_s = 0;
+};
+
+template <class Model>
+Sequence run_sequence(Model& model, std::vector<fm::index_t> const& prompt, Options const& o, std::mt19937_64& rng,
+                      std::span<fm::index_t const> forced = {}, std::function<void(fm::index_t)> const& before = {}) {
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  auto step = [&](std::span<fm::index_t const> ids) {
+    if (before) before(static_cast<fm::index_t>(ids.size()));
+    return model.forward(ids);
+  };
+  Sequence run;
+  // Prefill in chunks (any chunking gives the same logits); a progress bar when there is more than one.
+  auto tp = Clock::now();
+  std::vector<float> logits;
+  auto n = static_cast<fm::index_t>(prompt.size());
+  for (fm::index_t at = 0; at < n; at += o.chunk) {
+    fm::index_t len = std::min(o.chunk, n - at);
+    logits = step(std::span(prompt).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(len)));
+    if (n > o.chunk) progress(at + len, n);
+  }
+  run.prefill_s = seconds(Clock::now() - tp);
+
+  auto td = Clock::now();
+  auto const& eos = model.config().eos_token_ids;
+  fm::index_t steps = forced.empty() ? o.max_new_tokens : static_cast<fm::index_t>(forced.size());
+  for (fm::index_t i = 0; i < steps; ++i) {
+    fm::index_t next = forced.empty() ? sample(logits, o, rng) : forced[static_cast<std::size_t>(i)];
+    run.generated.push_back(next);
+    run.logits.push_back(logits);
+    if ((forced.empty() && o.stop_at_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) || i + 1 == steps) break;
+    logits = step(std::span(&next, 1));
+  }
+  run.decode_s = seconds(Clock::now() - td);
+  return run;
+}
+
+void print_run(Sequence const& run, fm::index_t prompt_len, Options const& o, bool forced) {
+  auto decoded = static_cast<fm::index_t>(run.generated.size()) - 1;  // the first token comes from the prefill logits
+  std::printf("prompt: %lld tokens (%s)\n", static_cast<long long>(prompt_len), o.prompt ? "given" : "random");
+  std::printf("generated (%s):", forced ? "fed from the full-attention pass" : o.temperature == 0 ? "greedy" : "sampled");
+  for (fm::index_t id : run.generated) std::printf(" %lld", static_cast<long long>(id));
+  std::printf("\nprefill: %lld tokens in %.4f s = %.1f tokens/s\n", static_cast<long long>(prompt_len), run.prefill_s,
+              double(prompt_len) / run.prefill_s);
+  if (decoded > 0)
+    std::printf("decode:  %lld tokens in %.4f s = %.1f tokens/s\n", static_cast<long long>(decoded), run.decode_s,
+                double(decoded) / run.decode_s);
+}
+
+// How far an LSA pass fed a full-attention pass's tokens strays from it: top-1 agreement and the largest logit
+// difference relative to the largest logit.
+void print_agreement(Sequence const& lsa, Sequence const& full) {
+  std::size_t same = 0;
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < full.logits.size(); ++i) {
+    auto const &a = lsa.logits[i], &b = full.logits[i];
+    same += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+    for (std::size_t v = 0; v < b.size(); ++v) diff = std::max(diff, std::abs(double(a[v]) - b[v])), scale = std::max(scale, std::abs(double(b[v])));
+  }
+  std::printf("top-1 agreement with full attention: %zu/%zu steps; max |Δlogit| / max |logit| = %.3g\n", same,
+              full.logits.size(), scale > 0 ? diff / scale : 0.0);
+}
+
+void print_kv_cache(v4::Config const& config, v4::KvCache const& cache, fm::index_t held) {
+  std::printf("KV cache after %lld tokens:\n", static_cast<long long>(held));
+  print_kv_table(config, held, [&](v4::KvFormat f) { return v4::kv_footprint(config, cache, f); });
+}
+
+// An LSA run: the Lookahead over `scorer`, and for the oracle first a traced full-attention pass.
+template <class Scorer>
+int generate_lsa(Options const& o, v4::Config const& config, v4::Weights weights, std::vector<fm::index_t> const& prompt,
+                 std::mt19937_64& rng, Scorer scorer, std::vector<fm::index_t> targets) {
+  fm::index_t per = o.page.value_or(64), tau = o.tau.value_or(64), csa = config.count(v4::LayerKind::csa);
+  double budget = o.budget.value_or(0.25);
+  std::string policy = o.policy.value_or(probability_scorer(o.lsa) ? "threshold" : "topfraction");
+  fm::index_t tokens = static_cast<fm::index_t>(prompt.size()) + o.max_new_tokens;
+  fm::index_t chunks = tokens / config.compress_rate_csa, history_pages = (chunks + per - 1) / per;
+  fm::index_t cells = fm::store::cells_for_fraction(budget, chunks, per) + 1;
+  std::printf("LSA: %s scorer, %s policy, tau %lld tokens, pages of %lld chunks; GPU reserve %lld cells for %lld pages "
+              "(budget %.3g + 1)\n",
+              o.lsa.c_str(), policy.c_str(), static_cast<long long>(tau), static_cast<long long>(per), static_cast<long long>(cells),
+              static_cast<long long>(history_pages), budget);
+
+  using Kv = LsaKv<Scorer>;
+  auto make = [&](v4::Weights w) {
+    return v4::Decoder<fm::cpu::Backend, Kv>(
+        config, std::move(w),
+        Kv(std::move(scorer), make_policy(policy, budget), v4::entry_layout(config, per), v4::key_layout(config, per),
+           {.csa_layers = csa, .target_layers = std::move(targets), .reserve_cells = cells, .tau = tau}));
+  };
+  auto report = [&](auto const& model) {
+    auto const& kv = model.kv();
+    print_kv_cache(config, model.cache(), model.position());
+    print_lsa_report(kv.footprint(), &kv.stats(), kv.table().resident_pages(), kv.entries(0).mirror.num_pages());
+  };
+  if (o.lsa != "oracle") {
+    auto model = make(std::move(weights));
+    Sequence run = run_sequence(model, prompt, o, rng);
+    print_run(run, static_cast<fm::index_t>(prompt.size()), o, false);
+    report(model);
+    return 0;
+  }
+  // The oracle: a full-attention pass records what its top-k reads (steps of the same lengths as the LSA pass);
+  // the LSA pass is fed its tokens and given the labels of each window before the boundary that chooses it.
+  using Trace = fm::lsa::NativeTrace<>;
+  std::optional<v4::Decoder<fm::cpu::Backend, Trace>> full;
+  full.emplace(config, std::move(weights), Trace(v4::full_resident_kv(config)));
+  Sequence native = run_sequence(*full, prompt, o, rng);
+  std::printf("full-attention pass: %zu tokens\n", native.generated.size());
+  Trace trace = std::move(full->kv());
+  full.reset();  // one model in memory at a time
+  auto model = make(v4::load_model(o.checkpoint).weights);
+  Sequence run = run_sequence(model, prompt, o, rng, std::span(native.generated).first(native.generated.size()),
+                              [&](fm::index_t n) { trace.offer_future(model.kv(), n); });
+  print_run(run, static_cast<fm::index_t>(prompt.size()), o, true);
+  print_agreement(run, native);
+  report(model);
+  return 0;
+}
+
 int generate(Options const& o) {
   if (o.device == "cuda") {
     std::fprintf(stderr, "fm-dsv4: --device cuda: the CUDA decoder is not built yet; use --device cpu\n");
     return 1;
   }
   using Clock = std::chrono::steady_clock;
-  auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
-
   auto t0 = Clock::now();
   auto [config, weights] = v4::load_model(o.checkpoint);
   std::printf("checkpoint: %s\n  %s; loaded in %.3f s; device cpu (float32 reference)\n", o.checkpoint.string().c_str(),
-              describe(config).c_str(), seconds(Clock::now() - t0));
-  v4::Decoder<> model(config, std::move(weights));
+              describe(config).c_str(), std::chrono::duration<double>(Clock::now() - t0).count());
 
   std::mt19937_64 rng(o.seed);
   std::vector<fm::index_t> prompt;
@@ -224,40 +495,32 @@ int generate(Options const& o) {
     if (id < 0 || id >= config.vocab_size)
       throw Usage("--prompt: token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(config.vocab_size) + ")");
 
-  // Prefill in chunks (any chunking gives the same logits); a progress bar when there is more than one.
-  auto tp = Clock::now();
-  std::vector<float> logits;
-  auto n = static_cast<fm::index_t>(prompt.size());
-  for (fm::index_t at = 0; at < n; at += o.chunk) {
-    fm::index_t len = std::min(o.chunk, n - at);
-    logits = model.forward(std::span(prompt).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(len)));
-    if (n > o.chunk) progress(at + len, n);
+  if (o.lsa != "off" && config.count(v4::LayerKind::csa) == 0)
+    throw std::runtime_error("--lsa " + o.lsa + ": the model has no CSA layers, so nothing for LSA to keep");
+  std::vector<fm::index_t> all_csa(static_cast<std::size_t>(config.count(v4::LayerKind::csa)));
+  std::iota(all_csa.begin(), all_csa.end(), 0);
+  if (o.lsa == "off") {
+    v4::Decoder<> model(config, std::move(weights));
+    Sequence run = run_sequence(model, prompt, o, rng);
+    print_run(run, static_cast<fm::index_t>(prompt.size()), o, false);
+    print_kv_cache(config, model.cache(), model.position());
+    print_lsa_report(model.kv().footprint());
+    return 0;
   }
-  double prefill_s = seconds(Clock::now() - tp);
-
-  std::vector<fm::index_t> generated;
-  auto td = Clock::now();
-  for (fm::index_t i = 0; i < o.max_new_tokens; ++i) {
-    fm::index_t next = sample(logits, o, rng);
-    generated.push_back(next);
-    bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), next) != config.eos_token_ids.end();
-    if ((o.stop_at_eos && eos) || i + 1 == o.max_new_tokens) break;
-    logits = model.forward(std::span(&next, 1));
+  if (o.lsa == "memory") {
+    std::vector<fm::index_t> targets;
+    auto indexer = load_memory_indexer(*o.indexer, config, targets);
+    std::printf("Memory Indexer: %s, %lld target CSA layers, %lld heads, rank %lld\n", o.indexer->string().c_str(),
+                static_cast<long long>(targets.size()), static_cast<long long>(indexer.config().heads),
+                static_cast<long long>(indexer.config().rank));
+    return generate_lsa(o, config, std::move(weights), prompt, rng, ProbabilityScorer{std::move(indexer)}, targets);
   }
-  double decode_s = seconds(Clock::now() - td);
-  auto decoded = static_cast<fm::index_t>(generated.size()) - 1;  // the first token comes from the prefill logits
-
-  std::printf("prompt: %lld tokens (%s)\n", static_cast<long long>(n), o.prompt ? "given" : "random");
-  std::printf("generated (%s):", o.temperature == 0 ? "greedy" : "sampled");
-  for (fm::index_t id : generated) std::printf(" %lld", static_cast<long long>(id));
-  std::printf("\nprefill: %lld tokens in %.4f s = %.1f tokens/s\n", static_cast<long long>(n), prefill_s, double(n) / prefill_s);
-  if (decoded > 0)
-    std::printf("decode:  %lld tokens in %.4f s = %.1f tokens/s\n", static_cast<long long>(decoded), decode_s,
-                double(decoded) / decode_s);
-  fm::index_t held = model.position();
-  std::printf("KV cache after %lld tokens:\n", static_cast<long long>(held));
-  print_kv_table(config, held, [&](v4::KvFormat f) { return v4::kv_footprint(config, model.cache(), f); });
-  return 0;
+  if (o.lsa == "oracle") return generate_lsa(o, config, std::move(weights), prompt, rng, ProbabilityScorer{fm::indexer::Oracle{}}, {});
+  if (o.lsa == "recency") return generate_lsa(o, config, std::move(weights), prompt, rng, BudgetScorer{fm::indexer::Recency{}}, {});
+  if (o.lsa == "random") return generate_lsa(o, config, std::move(weights), prompt, rng, BudgetScorer{fm::indexer::Random(o.seed)}, {});
+  // minmax bounds the native score of each page with the native indexer query of every CSA layer.
+  return generate_lsa(o, config, std::move(weights), prompt, rng,
+                      BudgetScorer{fm::indexer::MinMaxBounds{.chunks_per_page = o.page.value_or(64)}}, all_csa);
 }
 
 }  // namespace
@@ -273,6 +536,11 @@ int main(int argc, char** argv) {
   } catch (Usage const& e) {
     std::fprintf(stderr, "fm-dsv4: %s\n(run fm-dsv4 --help for usage)\n", e.what());
     return 2;
+  } catch (fm::error const& e) {
+    std::fprintf(stderr, "fm-dsv4: %s\n", e.what());
+    if (e.code() == fm::errc::out_of_memory)
+      std::fprintf(stderr, "(with --lsa: raise --budget, or bound the resident set with --policy densest or topfraction)\n");
+    return 1;
   } catch (std::exception const& e) {
     std::fprintf(stderr, "fm-dsv4: %s\n", e.what());
     return 1;
