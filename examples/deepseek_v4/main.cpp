@@ -62,7 +62,7 @@ constexpr char const* kUsage = R"(usage:
       --chunk N           prefill chunk size (default 256)
       --stop-at-eos       stop when the model emits an end-of-sequence token
       --device cpu|cuda   where to run (default cpu)
-    Lookahead Sparse Attention on the CSA layers (docs/deepseek-v4.md, "LSA"):
+    Lookahead Sparse Attention on the CSA layers (docs/deepseek-v4.md, "LSA on the CSA layers"):
       --lsa MODE          off (default: every chunk resident, the native model) or the Level-1 scorer:
                           memory (the Memory Indexer, needs --indexer), recency, random, oracle (labels
                           from a first, full-attention pass; the LSA pass is fed its tokens), minmax
