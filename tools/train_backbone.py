@@ -176,6 +176,9 @@ def check_blocked_attention(model: DeepseekV4ForCausalLM, device: torch.device) 
     ids = torch.randint(0, 256, (2, 2 * window + 37), generator=torch.Generator().manual_seed(0)).to(device)
     worst = 0.0
     probe = copy.deepcopy(model).float().eval()  # called before any hook is registered
+    # True fp32 for the comparison: TF32 products (on for training) alone move the logits by ~1e-2.
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
     for topk in (ALL_ENTRIES, 3):
         set_index_topk(probe, topk)
         outs = []
@@ -184,6 +187,7 @@ def check_blocked_attention(model: DeepseekV4ForCausalLM, device: torch.device) 
             with torch.no_grad():
                 outs.append(probe(input_ids=ids, use_cache=False).logits)
         worst = max(worst, ((outs[0] - outs[1]).abs().max() / outs[0].abs().max()).item())
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     return worst
 
 
