@@ -118,7 +118,6 @@ void attention_forward(AttentionWeights const& w, Config const& c, Rope const& r
     // Every emitted entry is causal for this token (w < ⌊(pos+1)/m⌋): HCA reads all of them from its pool; CSA
     // the top-k by index score among those the controller can read, gathered into a pool of their own.
     matrix_view<float const> pool = w.compressor ? cache.compressor.entries() : matrix_view<float const>(nullptr, 0, d);
-    selected.resize(static_cast<std::size_t>(pool.extent(0)));
     if (w.indexer) {
       scores.resize(static_cast<std::size_t>(cache.indexer.count()));
       csa.kv.score(csa.layer, matrix_view<float const>(iq->row(s).data(), c.index_n_heads, c.index_head_dim),
@@ -128,8 +127,8 @@ void attention_forward(AttentionWeights const& w, Config const& c, Rope const& r
       gathered.resize(static_cast<std::size_t>(k * d));
       csa.kv.gather(csa.layer, chosen.rows, matrix_view<float>(gathered.data(), k, d));
       pool = matrix_view<float const>(gathered.data(), k, d);
-      selected.resize(static_cast<std::size_t>(k));
     }
+    selected.resize(static_cast<std::size_t>(pool.extent(0)));
     std::iota(selected.begin(), selected.end(), 0);
 
     std::int32_t window_len = static_cast<std::int32_t>(cache.window_rows());
