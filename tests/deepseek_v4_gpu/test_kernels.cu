@@ -5,6 +5,8 @@
 // Storage-typed kernels run with float32 and bf16 storage; the reference sees the stored (rounded) values.
 #include "support.cuh"
 
+#include <flashmemory/core/cuda/stream.cuh>
+
 #include <flashmemory/attention/reference.hpp>
 #include <flashmemory/indexer/reference.hpp>
 #include <flashmemory/models/deepseek_v4/cache.hpp>
@@ -100,6 +102,31 @@ TEMPLATE_TEST_CASE("linear equals detail::linear, plain and grouped", "[gpu][dee
         refg.push_back(static_cast<float>(v4::detail::dot(&wgs[static_cast<std::size_t>(r * gin)],
                                                           &xg[static_cast<std::size_t>(t * G * gin + (r / R) * gin)], gin)));
     CHECK(rel_error(download(dyg), refg) < kTolerance);
+  }
+}
+
+TEMPLATE_TEST_CASE("linear streams more rows than the device holds warps, with prefetch and overlap", "[gpu][deepseek_v4][kernels]",
+                   float, fm::bfloat16) {
+  using T = TestType;
+  CAPTURE(storage_name<T>());
+  std::mt19937 rng(19);
+  index_t const rows = 40000, cols = 72;  // more row groups than resident blocks: every warp takes several rows
+  auto w = fm::test::normal(static_cast<std::size_t>(rows * cols), rng, inv_sqrt(cols));
+  auto dw = upload(stored<T>(w));
+  auto ws = seen<T>(w);
+  fm::cuda::Stream stream;
+  for (index_t tokens : {1, 9}) {
+    CAPTURE(tokens);
+    auto x = fm::test::normal(static_cast<std::size_t>(tokens * cols), rng);
+    auto dx = upload(x);
+    auto dy = poisoned(static_cast<std::size_t>(tokens * rows));
+    wait_device();  // the uploads ran on the legacy stream
+    require_ok(vc::linear<T>({dw.data(), rows, cols, dx.data(), cols, tokens, 0, 0, dy.data(), rows, stream, /*overlap=*/true}));
+    stream.synchronize();
+    std::vector<float> ref(static_cast<std::size_t>(tokens * rows));
+    v4::detail::linear(fm::matrix_view<float const>(x.data(), tokens, cols), fm::matrix_view<float const>(ws.data(), rows, cols),
+                       fm::matrix_view<float>(ref.data(), tokens, rows));
+    CHECK(rel_error(download(dy), ref) < kTolerance);
   }
 }
 

@@ -7,9 +7,15 @@
 // Grouped input (the grouped output projection wo_a, deepseek-v4.md §5.4): row r reads its input at
 // x[t, (r / group_rows) · group_offset …], so G groups of rows each see their own slice of x.
 //
-// Kernel: one warp per output row, 16-byte weight loads, four of them in flight per lane before the first
-// use, the next four requested before the current ones are used; x is read through L1 (every warp of the
-// block reads the same x). Requires cols % 8 == 0.
+// Kernel: one warp per output row at a time, over a grid of the blocks that fit on the device at once
+// (grid-stride over rows); 16-byte weight loads, four of them in flight per lane before the first use, the
+// next four requested before the current ones are used; x is read through L1 (every warp of the block
+// reads the same x). Requires cols % 8 == 0.
+//
+// With `overlap` (a programmatic dependent launch, detail/common.cuh) the kernel starts while the kernels
+// before it still run: every warp first asks L2 for its rows (up to kL2PrefetchBytes of the matrix) and
+// loads the first chunks of its first row, then waits for its input. The small kernels between two
+// products thus overlap the streaming of the next matrix.
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -19,6 +25,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace flashmemory::models::deepseek_v4::cuda {
@@ -43,6 +50,22 @@ namespace detail {
 inline constexpr int kTileTokens = 8;
 inline constexpr int kLinearWarps = 8;
 inline constexpr int kUnroll = 4;  // 16-byte weight loads per lane in flight
+inline constexpr std::int64_t kL2PrefetchBytes = 16 << 20;  // of a matrix, prefetched before the inputs are ready
+
+__device__ __forceinline__ void prefetch_l2(void const* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Blocks of `kernel` (`threads` threads, no dynamic shared memory) resident on the device at once; computed
+// once per kernel (for the current device when first asked).
+template <class Kernel>
+int resident_blocks(Kernel kernel, int threads) {
+  int device = 0, sms = 0, per_sm = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess) {
+    cudaGetLastError();
+    return 1 << 20;  // unknown: one block per row group
+  }
+  return sms * (per_sm > 0 ? per_sm : 1);
+}
 
 // Weight chunks c0, c0 + 32, … (kUnroll of them, those below `chunks`) of one row.
 template <class T>
@@ -95,26 +118,39 @@ __device__ __forceinline__ void row_dot(T const* w, float const* x, std::int64_t
 template <class T, int M>
 __global__ void __launch_bounds__(kLinearWarps * 32) linear_kernel(LinearArguments<T> const p) {
   launch_dependents();
-  std::int64_t const row = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
-  if (row >= p.rows) {
-    wait_for_prerequisites();
-    return;
+  int const lane = static_cast<int>(threadIdx.x % 32);
+  std::int64_t const warps = static_cast<std::int64_t>(gridDim.x) * kLinearWarps;
+  std::int64_t const first = static_cast<std::int64_t>(blockIdx.x) * kLinearWarps + threadIdx.x / 32;
+  if (p.overlap && blockIdx.y == 0) {
+    // Weights only (nothing writes them): safe before the wait.
+    std::int64_t const row_bytes = p.cols * static_cast<std::int64_t>(sizeof(T));
+    std::int64_t const limit = min(p.rows, kL2PrefetchBytes / row_bytes);
+    char const* base = reinterpret_cast<char const*>(p.w);
+    for (std::int64_t row = first; row < limit; row += warps)
+      for (std::int64_t b = lane * 128; b < row_bytes; b += 32 * 128) prefetch_l2(base + row * row_bytes + b);
   }
   std::int64_t const t0 = static_cast<std::int64_t>(blockIdx.y) * M;
   int const nt = static_cast<int>(min(static_cast<std::int64_t>(M), p.tokens - t0));
-  std::int64_t const group = p.group_rows > 0 ? row / p.group_rows : 0;
-  float const* x = p.x + t0 * p.x_stride + group * p.group_offset;
-  float acc[M];
+  bool waiting = true;
+  for (std::int64_t row = first; row < p.rows; row += warps) {
+    std::int64_t const group = p.group_rows > 0 ? row / p.group_rows : 0;
+    float const* x = p.x + t0 * p.x_stride + group * p.group_offset;
+    float acc[M];
 #pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-  // The weights are constant: their first loads overlap the end of the previous kernel.
-  row_dot<T, M>(p.w + row * p.cols, x, p.x_stride, static_cast<int>(p.cols / 8), nt, acc, [] { wait_for_prerequisites(); });
+    for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+    // The first chunks of the first row are requested before the wait.
+    row_dot<T, M>(p.w + row * p.cols, x, p.x_stride, static_cast<int>(p.cols / 8), nt, acc, [&waiting] {
+      if (waiting) wait_for_prerequisites();
+      waiting = false;
+    });
 #pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
-  if (threadIdx.x % 32 == 0)
+    for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+    if (lane == 0)
 #pragma unroll
-    for (int m = 0; m < M; ++m)
-      if (m < nt) p.y[(t0 + m) * p.y_stride + row] = acc[m];
+      for (int m = 0; m < M; ++m)
+        if (m < nt) p.y[(t0 + m) * p.y_stride + row] = acc[m];
+  }
+  if (waiting) wait_for_prerequisites();
 }
 
 }  // namespace detail
@@ -141,13 +177,16 @@ template <storage_element T>
 Status linear(LinearArguments<T> const& a) {
   if (Status s = can_implement(a); !s) return s;
   if (a.rows == 0 || a.tokens == 0) return Status::success();
-  auto const blocks = static_cast<unsigned>(detail::ceil_div(a.rows, detail::kLinearWarps));
-  if (a.tokens == 1)
-    return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, 1>, dim3(blocks, 1),
-                          detail::kLinearWarps * 32, 0, a.stream, a);
+  int const row_groups = detail::ceil_div(a.rows, detail::kLinearWarps), threads = detail::kLinearWarps * 32;
+  if (a.tokens == 1) {
+    static int const resident = detail::resident_blocks(detail::linear_kernel<T, 1>, threads);
+    return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, 1>,
+                          dim3(static_cast<unsigned>(std::min(row_groups, resident)), 1), threads, 0, a.stream, a);
+  }
+  static int const resident = detail::resident_blocks(detail::linear_kernel<T, detail::kTileTokens>, threads);
   auto const tiles = static_cast<unsigned>(detail::ceil_div(a.tokens, detail::kTileTokens));
-  return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, detail::kTileTokens>, dim3(blocks, tiles),
-                        detail::kLinearWarps * 32, 0, a.stream, a);
+  return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, detail::kTileTokens>,
+                        dim3(static_cast<unsigned>(std::min(row_groups, resident)), tiles), threads, 0, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda
