@@ -80,6 +80,14 @@ class DeviceReserve {
   std::span<std::int32_t const> written_counts() const noexcept { return written_; }
   // A cell's content is gone (its page left the table).
   void clear(index_t cell) { written_[checked(cell)] = 0; }
+  // The first `chunks` records of `cell` hold their bytes, written by device copies (the CUDA recall engine,
+  // which orders this after the copies it enqueued).
+  void mark_written(index_t cell, index_t chunks) {
+    if (chunks < 0 || chunks > layout_.chunks_per_page())
+      fail(errc::invalid_argument, "device reserve: ", chunks, " chunks written to cell ", cell, " of pages of ",
+           layout_.chunks_per_page());
+    written_[checked(cell)] = static_cast<std::int32_t>(chunks);
+  }
 
   // Host byte access (the reference; host-accessible memory only).
   std::span<std::byte> cell(index_t c) requires(Allocator::kHostAccessible) {
