@@ -200,8 +200,8 @@ double copy_gbs(cudaStream_t stream) {
   return 2.0 * static_cast<double>(bytes) / us * 1e-3;
 }
 
-// The decode step's weight matrices streamed by the linear kernel alone (one token), as one CUDA graph:
-// what the matrix-vector products cost without the small kernels between them.
+// The decode step's weight matrices streamed by the linear kernel alone (one token, launched as in the
+// decoder), as one CUDA graph: what the matrix-vector products cost without the small kernels between them.
 double gemv_floor_us(v4::Config const& c, cudaStream_t stream, double& bytes) {
   namespace vc = v4::cuda;
   struct Shape {
@@ -229,11 +229,12 @@ double gemv_floor_us(v4::Config const& c, cudaStream_t stream, double& bytes) {
   }
   DeviceBuffer<float> x(static_cast<std::size_t>(widest), "GEMV floor input"), y(static_cast<std::size_t>(tallest), "GEMV floor output");
   vc::detail::random_fill(x.data(), static_cast<std::int64_t>(x.size()), 5, stream);
+  int const blocks = vc::linear_resident_blocks<Storage>(1);
   auto run = [&] {
     for (std::size_t i = 0; i < shapes.size(); ++i) {
       Shape const& s = shapes[i];
       vc::linear<Storage>({ws[i].data(), s.rows, s.cols, x.data(), s.group_rows ? c.num_attention_heads * c.head_dim : s.cols, 1,
-                           s.group_rows, s.group_offset, y.data(), s.rows, stream})
+                           s.group_rows, s.group_offset, y.data(), s.rows, stream, /*overlap=*/true, blocks})
           .throw_if_error();
     }
   };

@@ -121,7 +121,8 @@ TEMPLATE_TEST_CASE("linear streams more rows than the device holds warps, with p
     auto dx = upload(x);
     auto dy = poisoned(static_cast<std::size_t>(tokens * rows));
     wait_device();  // the uploads ran on the legacy stream
-    require_ok(vc::linear<T>({dw.data(), rows, cols, dx.data(), cols, tokens, 0, 0, dy.data(), rows, stream, /*overlap=*/true}));
+    require_ok(vc::linear<T>({dw.data(), rows, cols, dx.data(), cols, tokens, 0, 0, dy.data(), rows, stream, /*overlap=*/true,
+                              vc::linear_resident_blocks<T>(tokens)}));
     stream.synchronize();
     std::vector<float> ref(static_cast<std::size_t>(tokens * rows));
     v4::detail::linear(fm::matrix_view<float const>(x.data(), tokens, cols), fm::matrix_view<float const>(ws.data(), rows, cols),

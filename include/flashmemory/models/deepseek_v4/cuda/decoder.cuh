@@ -144,6 +144,8 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       max_rows = std::max(max_rows, rows_per_token(l));
     }
     work_ = std::make_unique<cuda::detail::Workspace>(c, options_.max_chunk, px, pq, cuda::attention_splits(max_rows));
+    linear_blocks_[0] = cuda::linear_resident_blocks<T>(1);
+    linear_blocks_[1] = cuda::linear_resident_blocks<T>(2);
     ids_staging_ = ::flashmemory::cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(options_.max_chunk),
                                                                    ::flashmemory::cuda::PinnedBuffer<std::int32_t>::kHostOnly,
                                                                    "token id staging");
@@ -301,6 +303,13 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     std::int64_t const* pos = w.position.data();
     bool const pdl = options_.overlap;
     auto check = [](Status const& s) { s.throw_if_error(); };
+    // y = x · Wᵀ for the tokens of the chunk (a: weights, shapes and buffers; the launch settings are added).
+    auto linear = [&](cuda::LinearArguments<T> a) {
+      a.stream = st;
+      a.overlap = pdl;
+      a.max_blocks = linear_blocks_[a.tokens == 1 ? 0 : 1];
+      check(cuda::linear<T>(a));
+    };
 
     check(cuda::embed_streams<T>({weights_.embed.data(), w.ids.data(), w.streams.data(), S, D, static_cast<int>(hc), st, pdl}));
     float const* placed = nullptr;  // the previous sub-layer's output, placed into the streams by the next site
@@ -323,7 +332,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
 
       // ---- attention sub-layer ------------------------------------------------------------------------
       site(lw.hc_attn, lw.attn_norm);
-      check(cuda::linear<T>({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride, st, pdl}));
+      linear({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride});
       {
         cuda::NormRopeArguments nr;
         nr.jobs[0] = {w.px.data() + p.q_a, w.q_residual.data(), w.px_stride, c.q_lora_rank, static_cast<int>(c.q_lora_rank), 1,
@@ -338,8 +347,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         nr.overlap = pdl;
         check(cuda::norm_rope(nr));
       }
-      check(cuda::linear<T>({lw.proj_q.data(), p.q_rows, c.q_lora_rank, w.q_residual.data(), c.q_lora_rank, S, 0, 0, w.pq.data(),
-                             w.pq_stride, st, pdl}));
+      linear({lw.proj_q.data(), p.q_rows, c.q_lora_rank, w.q_residual.data(), c.q_lora_rank, S, 0, 0, w.pq.data(), w.pq_stride});
       {
         cuda::NormRopeArguments nr;
         nr.jobs[0] = {w.pq.data() + p.q, w.pq.data() + p.q, w.pq_stride, w.pq_stride, static_cast<int>(d), static_cast<int>(H),
@@ -420,15 +428,15 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       }
 
       std::int64_t const G = c.o_groups, R = c.o_lora_rank, gin = H * d / G;
-      check(cuda::linear<T>({lw.wo_a.data(), G * R, gin, w.o.data(), H * d, S, R, gin, w.grouped.data(), G * R, st, pdl}));
-      check(cuda::linear<T>({lw.wo_b.data(), D, G * R, w.grouped.data(), G * R, S, 0, 0, w.y.data(), D, st, pdl}));
+      linear({lw.wo_a.data(), G * R, gin, w.o.data(), H * d, S, R, gin, w.grouped.data(), G * R});
+      linear({lw.wo_b.data(), D, G * R, w.grouped.data(), G * R, S, 0, 0, w.y.data(), D});
       placed = w.y.data();
 
       // ---- MoE sub-layer ------------------------------------------------------------------------------
       site(lw.hc_ffn, lw.ffn_norm);
       std::int64_t const E = c.n_routed_experts;
       int const k = static_cast<int>(c.num_experts_per_tok);
-      check(cuda::linear<T>({lw.gate.data(), E, D, w.x.data(), D, S, 0, 0, w.router_logits.data(), E, st, pdl}));
+      linear({lw.gate.data(), E, D, w.x.data(), D, S, 0, 0, w.router_logits.data(), E});
       bool const hash = c.mlp_layer_types[static_cast<std::size_t>(l)] == MlpKind::hash_moe;
       check(cuda::route({w.router_logits.data(), S, static_cast<int>(E), k, hash ? nullptr : lw.gate_bias.data(),
                          hash ? lw.tid2eid.data() : nullptr, w.ids.data(), c.scoring_func,
@@ -447,8 +455,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       check(cuda::hyper_finish({streams, w.partial.data(), 0, n, D, static_cast<int>(hc), true, weights_.hc_head.base.data(),
                                 weights_.hc_head.scale.data(), 0, c.rms_norm_eps, c.hc_eps, weights_.norm.data(), nullptr,
                                 w.head_in.data(), st, pdl}));
-      check(cuda::linear<T>({weights_.head.data(), c.vocab_size, D, w.head_in.data(), D, n, 0, 0, w.logits.data(),
-                             c.vocab_size, st, pdl}));
+      linear({weights_.head.data(), c.vocab_size, D, w.head_in.data(), D, n, 0, 0, w.logits.data(), c.vocab_size});
     }
     check(cuda::detail::launch("deepseek_v4 advance_position_kernel", pdl, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0, st,
                                w.position.data(), S));
@@ -467,6 +474,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   ::flashmemory::cuda::PinnedBuffer<std::int32_t> ids_staging_;
   ::flashmemory::indexer::cuda::TopK topk_;
   cuda::detail::GraphExec graph_;
+  int linear_blocks_[2] = {0, 0};  // the linear kernel's resident blocks for one token / a tile of tokens
   index_t position_ = 0;
 };
 

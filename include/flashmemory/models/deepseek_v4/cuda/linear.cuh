@@ -7,8 +7,8 @@
 // Grouped input (the grouped output projection wo_a, deepseek-v4.md §5.4): row r reads its input at
 // x[t, (r / group_rows) · group_offset …], so G groups of rows each see their own slice of x.
 //
-// Kernel: one warp per output row at a time, over a grid of the blocks that fit on the device at once
-// (grid-stride over rows); 16-byte weight loads, four of them in flight per lane before the first use, the
+// Kernel: one warp per output row at a time, grid-stride over the rows (the decoder caps the grid at the
+// blocks that fit on the device at once, linear_resident_blocks()); 16-byte weight loads, four of them in flight per lane before the first use, the
 // next four requested before the current ones are used; x is read through L1 (every warp of the block
 // reads the same x). Requires cols % 8 == 0.
 //
@@ -26,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 
 namespace flashmemory::models::deepseek_v4::cuda {
@@ -43,6 +44,7 @@ struct LinearArguments {
   std::int64_t y_stride = 0;
   cudaStream_t stream = nullptr;
   bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
+  int max_blocks = 0;    // grid cap, e.g. linear_resident_blocks(); 0 = one block per kLinearWarps rows
 };
 
 namespace detail {
@@ -54,18 +56,6 @@ inline constexpr std::int64_t kL2PrefetchBytes = 16 << 20;  // of a matrix, pref
 
 __device__ __forceinline__ void prefetch_l2(void const* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
-// Blocks of `kernel` (`threads` threads, no dynamic shared memory) resident on the device at once; computed
-// once per kernel (for the current device when first asked).
-template <class Kernel>
-int resident_blocks(Kernel kernel, int threads) {
-  int device = 0, sms = 0, per_sm = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess) {
-    cudaGetLastError();
-    return 1 << 20;  // unknown: one block per row group
-  }
-  return sms * (per_sm > 0 ? per_sm : 1);
-}
 
 // Weight chunks c0, c0 + 32, … (kUnroll of them, those below `chunks`) of one row.
 template <class T>
@@ -177,16 +167,29 @@ template <storage_element T>
 Status linear(LinearArguments<T> const& a) {
   if (Status s = can_implement(a); !s) return s;
   if (a.rows == 0 || a.tokens == 0) return Status::success();
-  int const row_groups = detail::ceil_div(a.rows, detail::kLinearWarps), threads = detail::kLinearWarps * 32;
-  if (a.tokens == 1) {
-    static int const resident = detail::resident_blocks(detail::linear_kernel<T, 1>, threads);
-    return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, 1>,
-                          dim3(static_cast<unsigned>(std::min(row_groups, resident)), 1), threads, 0, a.stream, a);
-  }
-  static int const resident = detail::resident_blocks(detail::linear_kernel<T, detail::kTileTokens>, threads);
+  int const threads = detail::kLinearWarps * 32;
+  auto const blocks = static_cast<unsigned>(std::min(detail::ceil_div(a.rows, detail::kLinearWarps), a.max_blocks > 0 ? a.max_blocks : INT32_MAX));
+  if (a.tokens == 1)
+    return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, 1>, dim3(blocks, 1), threads, 0, a.stream, a);
   auto const tiles = static_cast<unsigned>(detail::ceil_div(a.tokens, detail::kTileTokens));
-  return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, detail::kTileTokens>,
-                        dim3(static_cast<unsigned>(std::min(row_groups, resident)), tiles), threads, 0, a.stream, a);
+  return detail::launch("deepseek_v4 linear_kernel", a.overlap, detail::linear_kernel<T, detail::kTileTokens>, dim3(blocks, tiles),
+                        threads, 0, a.stream, a);
+}
+
+// The blocks of the linear kernel for `tokens` tokens that the current device holds at once: the grid cap
+// (LinearArguments::max_blocks) with which every warp of a launch can start, and prefetch, at once. A
+// device query: call it outside stream capture.
+template <storage_element T>
+int linear_resident_blocks(std::int64_t tokens) {
+  int device = 0, sms = 0, per_sm = 0;
+  FLASHMEMORY_CUDA_CHECK(cudaGetDevice(&device));
+  FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (tokens == 1)
+    FLASHMEMORY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, detail::linear_kernel<T, 1>, detail::kLinearWarps * 32, 0));
+  else
+    FLASHMEMORY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, detail::linear_kernel<T, detail::kTileTokens>,
+                                                                         detail::kLinearWarps * 32, 0));
+  return sms * std::max(per_sm, 1);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda
