@@ -77,7 +77,7 @@ else
   t0=$(date +%s)
   targets=()
   [ -f "$build/build.ninja" ] && grep -q "build tests/gpu/test_gpu:" "$build/build.ninja" && targets+=(test_gpu)
-  targets+=(bench_lsa_kernels bench_decode)
+  targets+=(bench_lsa_kernels bench_decode bench_lsa)
   if cmake --build "$build" --target "${targets[@]}" --parallel "$jobs" -- -k 0 > "$out/build.log" 2>&1; then
     add build "ok: ${targets[*]} in $(( $(date +%s) - t0 ))s"
   else
@@ -111,6 +111,12 @@ if [ -x "$bench_bin" ]; then
   timeout "$(allow 200 60)" "$bench_bin" --reps 50 --csv "$out/bench.csv" > "$out/bench.log" 2>&1
   rc=$?
   add bench "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench.log")")"
+  lsa_bin="$build/bench/lsa/bench_lsa"
+  if [ -x "$lsa_bin" ]; then
+    timeout "$(allow 180 40)" "$lsa_bin" --csv "$out/bench_lsa.csv" > "$out/bench_lsa.log" 2>&1
+    rc=$?
+    add bench_lsa "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench_lsa.log")")"
+  fi
   decode_bin="$build/bench/decode/bench_decode"
   if [ -x "$decode_bin" ]; then
     timeout "$(allow 150 40)" "$decode_bin" --csv "$out/bench_decode.csv" > "$out/bench_decode.log" 2>&1
@@ -149,6 +155,7 @@ fi
 echo
 [ -f "$out/bench.log" ] && sed -n '/^ceilings/p;/^summary/,$p' "$out/bench.log"
 [ -f "$out/bench_decode.log" ] && tail -20 "$out/bench_decode.log"
+[ -f "$out/bench_lsa.log" ] && sed -n '/^ceiling/p;/^notes/,$p' "$out/bench_lsa.log"
 echo
 echo "==== gpu_check summary ($(elapsed); logs in $out) ===="
 printf '%s\n' "${summary[@]}"
