@@ -2,9 +2,10 @@
 // `Decoder<fm::cuda::Backend, Kv>` specialisation of decoder.hpp's primary template (deepseek-v4.md §3).
 //
 //   #include <flashmemory/models/deepseek_v4/cuda/decoder.cuh>
-//   v4::Decoder<fm::cuda::Backend> gpu(config, weights, {.max_context = 65536});
+//   v4::Decoder<fm::cuda::Backend> gpu(config, weights, {.max_context = 65536});   // bf16 weights and KV
 //   auto logits = gpu.forward(prompt);                 // the host reference's interface
 //   for (...) { next = argmax(logits); logits = gpu.forward(std::span(&next, 1)); }
+//   // or on the device: write device_token(), step(), read device_logits() (no host synchronisation)
 //
 // Same contract as the host reference: one Decoder holds one sequence; forward(ids) appends the tokens and
 // returns their logits; any chunking gives the same logits up to float rounding. Weights are uploaded once

@@ -8,9 +8,9 @@
 // x[t, (r / group_rows) · group_offset …], so G groups of rows each see their own slice of x.
 //
 // Kernel: one warp per output row at a time, grid-stride over the rows (the decoder caps the grid at the
-// blocks that fit on the device at once, linear_resident_blocks()); 16-byte weight loads, four of them in flight per lane before the first use, the
-// next four requested before the current ones are used; x is read through L1 (every warp of the block
-// reads the same x). Requires cols % 8 == 0.
+// blocks that fit on the device at once, linear_resident_blocks()); 16-byte weight loads, four of them in
+// flight per lane before the first use, the next four requested before the current ones are used; x is
+// read through L1 (every warp of the block reads the same x). Requires cols % 8 == 0.
 //
 // With `overlap` (a programmatic dependent launch, detail/common.cuh) the kernel starts while the kernels
 // before it still run: every warp first asks L2 for its rows (up to kL2PrefetchBytes of the matrix) and
@@ -55,7 +55,6 @@ inline constexpr int kUnroll = 4;  // 16-byte weight loads per lane in flight
 inline constexpr std::int64_t kL2PrefetchBytes = 16 << 20;  // of a matrix, prefetched before the inputs are ready
 
 __device__ __forceinline__ void prefetch_l2(void const* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 
 // Weight chunks c0, c0 + 32, … (kUnroll of them, those below `chunks`) of one row.
 template <class T>
