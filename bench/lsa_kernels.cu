@@ -150,8 +150,19 @@ double pinned_h2d_gbs(Stream& s) {
 }
 
 // ---- sparse attention ---------------------------------------------------------------------------------
+// Engines and timing modes of one attention case. `graph`: kGraphLaunches runs (different inputs, as
+// consecutive layers of a decode step would be) captured in one CUDA graph; the time is per run, so the
+// host launch latency that dominates a single batch-1 launch is amortised as in a graph-captured decoder.
+constexpr int kGraphLaunches = 8;
+struct AttentionMode {
+  int splits = 0;
+  bool wgmma = true;
+  bool graph = false;
+};
+
 template <class Rows>
-void bench_attention(Stream& s, double ceiling, index_t B, index_t K, char const* label, int splits = 0) {
+void bench_attention(Stream& s, double ceiling, index_t B, index_t K, char const* label, AttentionMode mode = {}) {
+  int const splits = mode.splits;
   constexpr index_t H = 64, D = 512, W = 128;
   using Kernel = attention::cuda::SparseDecode<Rows, bfloat16>;
   using Arguments = typename Kernel::Arguments;
@@ -188,18 +199,32 @@ void bench_attention(Stream& s, double ceiling, index_t B, index_t K, char const
                              view<bfloat16, 3>(out.data(), B, H, D),
                              0.044194173f,
                              s.get()});
-  typename Kernel::Options const options{splits};
+  typename Kernel::Options const options{splits, mode.wgmma};
   Kernel probe({}, options);
   DeviceBuffer<std::byte> workspace(std::max(probe.max_workspace_size(), probe.workspace_size(args[0])));
   Kernel kernel(workspace.span(), options);
   check(kernel.can_implement(args[0]));
-  double const us = median_us(s, [&](int i) { check(kernel.run(args[static_cast<std::size_t>(i % sets)])); });
+  double us = 0;
+  if (mode.graph) {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    FLASHMEMORY_CUDA_CHECK(cudaStreamBeginCapture(s.get(), cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < kGraphLaunches; ++i) check(kernel.run(args[static_cast<std::size_t>(i % sets)]));
+    FLASHMEMORY_CUDA_CHECK(cudaStreamEndCapture(s.get(), &graph));
+    FLASHMEMORY_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    us = median_us(s, [&](int) { FLASHMEMORY_CUDA_CHECK(cudaGraphLaunch(exec, s.get())); }) / kGraphLaunches;
+    FLASHMEMORY_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    FLASHMEMORY_CUDA_CHECK(cudaGraphDestroy(graph));
+  } else {
+    us = median_us(s, [&](int i) { check(kernel.run(args[static_cast<std::size_t>(i % sets)])); });
+  }
   auto const plan = kernel.plan(args[0]);
+  std::string const suffix = std::string(mode.wgmma ? "" : " mma.sync") + (mode.graph ? " graph" : "") + (splits ? " (forced)" : "");
   report({splits ? "attention-splits" : "attention",
-          std::string("sparse attention ") + label + " B=" + std::to_string(B) + " k=" + std::to_string(K) + " W=128" +
-              (splits ? " (forced)" : ""),
+          std::string("sparse attention ") + label + " B=" + std::to_string(B) + " k=" + std::to_string(K) + " W=128" + suffix,
           us, run_bytes, 4.0 * B * H * (W + K) * D, ceiling,
-          "splits " + std::to_string(plan.splits) + " x " + std::to_string(plan.tiles_per_split) + " tiles"});
+          "splits " + std::to_string(plan.splits) + " x " + std::to_string(plan.tiles_per_split) + " tiles" +
+              (mode.graph ? ", per run of a " + std::to_string(kGraphLaunches) + "-run graph" : "")});
 }
 
 // ---- index scoring ------------------------------------------------------------------------------------
@@ -321,9 +346,18 @@ int main(int argc, char** argv) {
         bench_attention<attention::cuda::Bf16Rows>(s, d2d, B, K, "bf16");
         bench_attention<attention::cuda::PackedRows>(s, d2d, B, K, "fp8 ");
       }
+    // Batch 1 as a graph-captured decoder runs it (launch latency amortised), and the mma.sync kernel.
+    for (index_t K : {512, 2048}) {
+      bench_attention<attention::cuda::Bf16Rows>(s, d2d, 1, K, "bf16", {.graph = true});
+      bench_attention<attention::cuda::PackedRows>(s, d2d, 1, K, "fp8 ", {.graph = true});
+    }
+    for (index_t B : {1, 16}) {
+      bench_attention<attention::cuda::Bf16Rows>(s, d2d, B, 2048, "bf16", {.wgmma = false});
+      bench_attention<attention::cuda::PackedRows>(s, d2d, B, 2048, "fp8 ", {.wgmma = false});
+    }
     // The split heuristic's neighbourhood, for tuning.
     for (index_t B : {1, 16})
-      for (int splits : {1, 2, 4, 8, 16, 34}) bench_attention<attention::cuda::Bf16Rows>(s, d2d, B, 2048, "bf16", splits);
+      for (int splits : {1, 2, 4, 8, 16, 34}) bench_attention<attention::cuda::Bf16Rows>(s, d2d, B, 2048, "bf16", {.splits = splits});
     for (index_t n : {index_t{65'536}, index_t{262'144}, index_t{1'048'576}})
       bench_scores<indexer::cuda::Fp8Keys>(s, d2d, n, 1, 64, false, "fp8");
     bench_scores<indexer::cuda::F32Keys>(s, d2d, 262'144, 1, 64, false, "f32");

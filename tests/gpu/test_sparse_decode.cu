@@ -1,5 +1,6 @@
 // Sparse decode attention on the GPU against SparseDecodeReference (float64 accumulation): bf16 rows and
-// packed fp8 rows, bf16 and float outputs, one split and many, ragged windows, unused slots.
+// packed fp8 rows, bf16 and float outputs, one split and many, ragged windows, unused slots; both kernels
+// (wgmma, the default, and mma.sync).
 #include "gpu_test.cuh"
 
 #include <flashmemory/attention/cuda/packed_rows.cuh>
@@ -28,7 +29,8 @@ constexpr index_t kD = 512;
 
 struct Case {
   index_t batch, heads, window, slots, pool_rows;
-  int splits = 0;  // 0: the kernel's own choice
+  int splits = 0;     // 0: the kernel's own choice
+  bool wgmma = true;  // which kernel
 };
 
 // Rows as the kernel stores them, and the floats the reference must see.
@@ -105,7 +107,7 @@ Outcome run_case(Case const& c, unsigned seed) {
       vector_view<float const>(dsink.data(), H),
       view<Output, 3>(dout.data(), B, H, kD),
       scale};
-  typename SparseDecode<Rows, Output>::Options opt{c.splits};
+  typename SparseDecode<Rows, Output>::Options opt{c.splits, c.wgmma};
   SparseDecode<Rows, Output> probe({}, opt);
   DeviceBuffer<std::byte> workspace(probe.workspace_size(a));
   SparseDecode<Rows, Output> kernel(workspace.span(), opt);
@@ -129,14 +131,17 @@ constexpr double kTolerance = std::is_same_v<Output, float> ? 4e-3 : 8e-3;
 TEST_CASE("sparse decode (bf16 rows) matches the reference", "[gpu][attention]") {
   for (Case c : {Case{3, 64, 128, 300, 1000}, Case{1, 64, 128, 512, 4096}, Case{5, 128, 64, 70, 333},
                  Case{2, 64, 0, 200, 500}}) {
-    for (int splits : {0, 1, 3}) {
-      c.splits = splits;
-      INFO("B " << c.batch << " H " << c.heads << " W " << c.window << " K " << c.slots << " splits " << splits);
-      auto r = run_case<Bf16Rows, bfloat16>(c, 1000u + static_cast<unsigned>(splits));
-      CHECK(r.error < kTolerance<bfloat16>);
-      auto f = run_case<Bf16Rows, float>(c, 2000u + static_cast<unsigned>(splits));
-      CHECK(f.error < kTolerance<float>);
-    }
+    for (bool wgmma : {true, false})
+      for (int splits : {0, 1, 3}) {
+        c.splits = splits;
+        c.wgmma = wgmma;
+        INFO("B " << c.batch << " H " << c.heads << " W " << c.window << " K " << c.slots << " splits " << splits
+                  << " wgmma " << wgmma);
+        auto r = run_case<Bf16Rows, bfloat16>(c, 1000u + static_cast<unsigned>(splits));
+        CHECK(r.error < kTolerance<bfloat16>);
+        auto f = run_case<Bf16Rows, float>(c, 2000u + static_cast<unsigned>(splits));
+        CHECK(f.error < kTolerance<float>);
+      }
   }
 }
 
@@ -148,22 +153,38 @@ TEST_CASE("sparse decode merges more splits than the combine kernel has threads"
 
 TEST_CASE("sparse decode (packed fp8 rows) matches the reference on the decoded rows", "[gpu][attention]") {
   for (Case c : {Case{3, 64, 128, 300, 1000}, Case{1, 64, 128, 2048, 8192}, Case{4, 128, 32, 100, 257}}) {
-    for (int splits : {0, 1}) {
-      c.splits = splits;
-      INFO("B " << c.batch << " H " << c.heads << " W " << c.window << " K " << c.slots << " splits " << splits);
-      CHECK(run_case<PackedRows, bfloat16>(c, 3000u + static_cast<unsigned>(splits)).error < kTolerance<bfloat16>);
-      CHECK(run_case<PackedRows, float>(c, 4000u + static_cast<unsigned>(splits)).error < kTolerance<float>);
-    }
+    for (bool wgmma : {true, false})
+      for (int splits : {0, 1}) {
+        c.splits = splits;
+        c.wgmma = wgmma;
+        INFO("B " << c.batch << " H " << c.heads << " W " << c.window << " K " << c.slots << " splits " << splits
+                  << " wgmma " << wgmma);
+        CHECK(run_case<PackedRows, bfloat16>(c, 3000u + static_cast<unsigned>(splits)).error < kTolerance<bfloat16>);
+        CHECK(run_case<PackedRows, float>(c, 4000u + static_cast<unsigned>(splits)).error < kTolerance<float>);
+      }
   }
 }
 
 // Small enough for compute-sanitizer's racecheck and memcheck (tools/gpu_check.sh runs the [small] cases).
 TEST_CASE("sparse decode, small shapes: partial tiles, an empty token, one split and many", "[gpu][attention][small]") {
-  for (int splits : {0, 1, 2}) {
-    INFO("splits " << splits);
-    CHECK(run_case<Bf16Rows, bfloat16>({3, 64, 16, 90, 200, splits}, 50u + static_cast<unsigned>(splits)).error < kTolerance<bfloat16>);
-    CHECK(run_case<PackedRows, float>({2, 64, 8, 70, 100, splits}, 60u + static_cast<unsigned>(splits)).error < kTolerance<float>);
-  }
+  for (bool wgmma : {true, false})
+    for (int splits : {0, 1, 2}) {
+      INFO("splits " << splits << " wgmma " << wgmma);
+      CHECK(run_case<Bf16Rows, bfloat16>({3, 64, 16, 90, 200, splits, wgmma}, 50u + static_cast<unsigned>(splits)).error <
+            kTolerance<bfloat16>);
+      CHECK(run_case<PackedRows, float>({2, 64, 8, 70, 100, splits, wgmma}, 60u + static_cast<unsigned>(splits)).error <
+            kTolerance<float>);
+    }
+}
+
+TEST_CASE("sparse decode: the wgmma and mma.sync kernels agree closely", "[gpu][attention]") {
+  // Same inputs (same seed): both accumulate in fp32 from the same bf16 P, only the summation order differs.
+  Case c{2, 64, 128, 700, 2000};
+  auto w = run_case<Bf16Rows, float>(c, 88);
+  c.wgmma = false;
+  auto m = run_case<Bf16Rows, float>(c, 88);
+  CHECK(w.error < kTolerance<float>);
+  CHECK(test::rel_error(w.out, m.out) < 2e-3);
 }
 
 TEST_CASE("sparse decode is deterministic: the same inputs give the same bits", "[gpu][attention]") {

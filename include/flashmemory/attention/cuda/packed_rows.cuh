@@ -2,8 +2,8 @@
 //
 // The window and pool rows are layout::CsaEntryPacked records (584 B: 448 nope channels as fp8 e4m3 with one
 // ue8m0 scale per 64, 64 rope channels as bf16; deepseek-v4.md §10), 57% of the bytes of bf16 rows. The
-// kernel of sparse_decode.cuh copies the raw records of a tile into shared memory and dequantises them there
-// into the bf16 tile its tensor-core products read; fp8 · 2^k is exact in bf16, so the kernel attends to
+// kernels of sparse_decode.cuh copy the raw records of a tile into shared memory and dequantise them there
+// into the bf16 tile their tensor-core products read; fp8 · 2^k is exact in bf16, so the kernel attends to
 // exactly the values layout::decode_record() gives.
 //
 //   SparseDecode<PackedRows, Output> kernel(workspace);
@@ -66,15 +66,16 @@ struct PackedRows {
     return make_uint4(lo.x, lo.y, hi.x, hi.y);
   }
 
-  // raw [64 records] → kv [64 rows × 512] bf16 (row stride `stride` bytes); masked rows become zeros so
-  // that P = 0 never meets stale bytes.
+  // raw [64 records] → kv [64 rows × 512] bf16, 16-byte piece `piece` of row `row` at kv + offset(row, piece)
+  // (the kernel's shared layout); masked rows become zeros so that P = 0 never meets stale bytes.
+  template <class Offset>
   __device__ __forceinline__ static void dequantize_tile(std::byte const* raw, std::byte const* const* rows,
-                                                         std::byte* kv, int stride, int tid, int threads) {
+                                                         std::byte* kv, Offset offset, int tid, int threads) {
     constexpr int kPieces = detail::kHeadDim / 8;
     for (int c = tid; c < detail::kTileRows * kPieces; c += threads) {
       int const row = c / kPieces, piece = c % kPieces;
       uint4 const v = rows[row] ? dequantize_piece(raw + row * kRecordBytes, piece) : make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(kv + row * stride + piece * 16) = v;
+      *reinterpret_cast<uint4*>(kv + offset(row, piece)) = v;
     }
   }
 };

@@ -16,6 +16,9 @@
 //           the workspace and a combine kernel merges the splits with the sink (launched as a programmatic
 //           dependent, so that its launch overlaps the split kernel; its loads over the splits are
 //           independent, several in flight per thread).
+// That is the mma.sync kernel (Options::wgmma = false, kept to compare against); the default on sm_90a is
+// sparse_decode_wgmma_kernel below: the same tiles, splits and combine, with S and P·V as warpgroup MMAs and
+// P kept in registers (one barrier per tile instead of three; see its comment).
 // Rows are bf16 latents (Bf16Rows) or packed fp8 records dequantised in shared memory (PackedRows, in
 // packed_rows.cuh). Masked slots (−1, or ≥ pool rows) and rows past window_len are skipped; an index past
 // the pool is treated as −1 rather than read.
@@ -190,7 +193,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(Params const
     if (warp < 2) resolve_rows(j + 2, (it + 2) % 3);
     std::byte const* kv = s.kv[0];
     if constexpr (Rows::kPacked) {
-      Rows::dequantize_tile(s.raw[buf], s.rows[slot], s.kv[0], kRowStride, tid, kThreads);
+      Rows::dequantize_tile(s.raw[buf], s.rows[slot], s.kv[0], [](int row, int piece) { return row * kRowStride + piece * 16; },
+                            tid, kThreads);
       __syncthreads();
     } else {
       kv = s.kv[buf];
@@ -406,6 +410,241 @@ __global__ void __launch_bounds__(kCombineThreads) combine_splits_kernel(Params 
   }
 }
 
+// ---- the wgmma kernel (sm_90a) --------------------------------------------------------------------------
+// Two warpgroups; each computes the whole S = Q·Kᵀ [64 heads × 64 rows] (32 × wgmma m64n64k16, Q and K from
+// shared memory) — the duplicate product costs less tensor time than a tile's DRAM time and leaves every
+// softmax statistic inside one warpgroup, so no maxima or P cross shared memory — then keeps P in registers
+// as the A operand of O[64 heads × 256 channels] += P·V (4 × wgmma m64n256k16, V from shared memory, the
+// warpgroup's half of the channels). One barrier per tile. Q and the K=V tiles sit in wgmma's 128-byte
+// swizzled layout (swizzled_offset): 8 blocks of 64 channels, each [64 rows × 128 B], which is K-major for
+// Q·Kᵀ and N-major for P·V.
+inline constexpr int kSwizzleRows = 64;  // rows of Q (heads) and of a tile
+inline constexpr int kBlockBytes = kSwizzleRows * 128;
+
+// Byte offset of 16-byte chunk `chunk` (0…63) of row `row` in a swizzled [64 × 512] bf16 matrix.
+__device__ __forceinline__ int swizzled_offset(int row, int chunk) {
+  return (chunk / 8) * kBlockBytes + row * 128 + (((chunk % 8) ^ (row % 8)) * 16);
+}
+
+template <class Rows>
+struct WgmmaStorage {
+  static constexpr int kMatrixBytes = kSwizzleRows * kHeadDim * 2;
+  static constexpr int kRawBytes = Rows::kPacked ? kTileRows * Rows::kRecordBytes : 16;
+  alignas(1024) std::byte q[kMatrixBytes];                        // Q    [64 heads × 512] bf16, swizzled
+  alignas(1024) std::byte kv[Rows::kPacked ? 1 : 2][kMatrixBytes]; // K=V [64 rows × 512] bf16, swizzled
+  alignas(16) std::byte raw[Rows::kPacked ? 2 : 1][kRawBytes];    // packed records as loaded
+  std::byte const* rows[3][kTileRows];  // source of each row of three consecutive tiles; null = masked
+  std::uint32_t valid[3][2];            // the same as bit masks, 32 rows per word
+};
+
+template <class Rows, class Output>
+__global__ void __launch_bounds__(kThreads, 1) sparse_decode_wgmma_kernel(Params const p) {
+  extern __shared__ __align__(128) std::byte smem_bytes[];
+  // The swizzle is a function of address bits: the storage starts on a 1024-byte boundary.
+  auto& s = *reinterpret_cast<WgmmaStorage<Rows>*>(smem_bytes + (1024 - ptx::smem_address(smem_bytes) % 1024) % 1024);
+  int const tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  int const g = lane / 4, t = lane % 4;
+  int const wg = warp / 4, wq = warp % 4;  // warpgroup (channel half of P·V), warp within it (16 heads)
+  int const split = static_cast<int>(blockIdx.x), head0 = static_cast<int>(blockIdx.y) * kHeadsPerCta;
+  int const b = static_cast<int>(blockIdx.z);
+
+  if (p.splits > 1) ptx::launch_dependents();  // the combine kernel may launch; it waits for this one's results
+  int const wl = min(max(p.window_len[b], 0), p.window_rows);
+  int const tile_begin = split * p.tiles_per_split;
+  int const tile_end = min(tile_begin + p.tiles_per_split, ceil_div(wl + p.slots, kTileRows));
+
+  auto resolve_rows = [&](int tile, int slot) {  // as in sparse_decode_kernel: warps 0 and 1, one row per thread
+    int const v = tile * kTileRows + tid;
+    std::byte const* src = nullptr;
+    if (tile < tile_end) {
+      if (v < wl) {
+        src = p.window + (static_cast<std::int64_t>(b) * p.window_rows + v) * Rows::kRecordBytes;
+      } else if (v - wl < p.slots) {
+        std::int32_t idx = p.selected[static_cast<std::int64_t>(b) * p.slots + (v - wl)];
+        if (idx >= 0 && idx < p.pool_rows) src = p.pool + static_cast<std::int64_t>(idx) * Rows::kRecordBytes;
+      }
+    }
+    s.rows[slot][tid] = src;
+    unsigned mask = __ballot_sync(0xffffffffu, src != nullptr);
+    if (lane == 0) s.valid[slot][warp] = mask;
+  };
+  auto load_tile = [&](int slot, int buf) {
+    if constexpr (!Rows::kPacked) {
+      int const chunk = tid % 64;
+#pragma unroll
+      for (int i = 0; i < kTileRows * 64 / kThreads; ++i) {
+        int const row = tid / 64 + i * (kThreads / 64);
+        std::byte const* src = s.rows[slot][row];
+        ptx::cp_async_16(s.kv[buf] + swizzled_offset(row, chunk), src ? src + chunk * 16 : reinterpret_cast<std::byte const*>(p.q),
+                         src != nullptr);
+      }
+    } else {
+      constexpr int kPieces = Rows::kRecordBytes / 8;
+      for (int c = tid; c < kTileRows * kPieces; c += kThreads) {
+        int const row = c / kPieces, piece = c % kPieces;
+        std::byte const* src = s.rows[slot][row];
+        if (src) ptx::cp_async_8(s.raw[buf] + row * Rows::kRecordBytes + piece * 8, src + piece * 8);
+      }
+    }
+  };
+
+  {
+    std::uint16_t const* q = p.q + (static_cast<std::int64_t>(b) * p.heads + head0) * kHeadDim;
+    int const chunk = tid % 64;
+#pragma unroll
+    for (int i = 0; i < kHeadsPerCta * 64 / kThreads; ++i) {
+      int const head = tid / 64 + i * (kThreads / 64);
+      ptx::cp_async_16(s.q + swizzled_offset(head, chunk), q + head * kHeadDim + chunk * 8);
+    }
+  }
+  if (warp < 2) {
+    resolve_rows(tile_begin, 0);
+    resolve_rows(tile_begin + 1, 1);
+  }
+  __syncthreads();
+  if (tile_begin < tile_end) load_tile(0, 0);
+  ptx::cp_async_commit();
+
+  // Descriptors: Q and K are K-major (8-row groups 1024 B apart), V is N-major (64-channel blocks kBlockBytes
+  // apart, 8-row groups 1024 B apart). K-steps add byte offsets >> 4 to the start address field.
+  std::uint64_t const q_desc = ptx::wgmma_descriptor_sw128(s.q, 16, 1024);
+  float m_run[2] = {kNegInf, kNegInf};  // running maxima of heads 16wq+g and 16wq+g+8 (log2 domain)
+  float l_run[2] = {0.f, 0.f};          // this thread's share of their running sums
+  float o[128];                          // O [64 heads × channels 256wg … +256], accumulator fragment
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+
+  for (int j = tile_begin, it = 0; j < tile_end; ++j, ++it) {
+    int const slot = it % 3, buf = it % 2;
+    ptx::cp_async_wait<0>();
+    if constexpr (!Rows::kPacked) ptx::fence_proxy_async_shared();  // cp.async wrote the tile wgmma reads
+    __syncthreads();  // tile j is in shared memory; both warpgroups are done with tile j−1
+    if (j + 1 < tile_end) load_tile((it + 1) % 3, (it + 1) % 2);
+    ptx::cp_async_commit();
+    if (warp < 2) resolve_rows(j + 2, (it + 2) % 3);
+    std::byte* kv = s.kv[0];
+    if constexpr (Rows::kPacked) {
+      Rows::dequantize_tile(s.raw[buf], s.rows[slot], s.kv[0], [](int row, int piece) { return swizzled_offset(row, piece); },
+                            tid, kThreads);
+      ptx::fence_proxy_async_shared();
+      __syncthreads();
+    } else {
+      kv = s.kv[buf];
+    }
+
+    // ---- S = Q·Kᵀ [64 heads × 64 rows] ----------------------------------------------------------------
+    float acc[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) acc[i] = 0.f;
+    std::uint64_t const k_desc = ptx::wgmma_descriptor_sw128(kv, 16, 1024);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+      std::uint64_t const step = static_cast<std::uint64_t>(((ks / 4) * kBlockBytes + (ks % 4) * 32) >> 4);
+      ptx::wgmma_m64n64k16_bf16_ss(acc, q_desc + step, k_desc + step, ks > 0);
+    }
+    ptx::wgmma_commit();
+    ptx::wgmma_wait<0>();
+    ptx::wgmma_fence_registers(acc);
+
+    // Scale into the log2 domain, mask, row maxima (each row's 64 columns live in the 4 threads of a quad).
+    std::uint32_t const valid[2] = {s.valid[slot][0], s.valid[slot][1]};
+    float mx[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int const col = n * 8 + 2 * t + (e % 2);
+        float const v = (valid[n / 4] >> (col % 32)) & 1u ? acc[4 * n + e] * p.scale_log2 : kNegInf;
+        acc[4 * n + e] = v;
+        mx[e / 2] = fmaxf(mx[e / 2], v);
+      }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      float const m_new = fmaxf(m_run[h], mx[h]);
+      float const m_use = m_new == kNegInf ? 0.f : m_new;  // a fully masked head so far: keep exp2 finite
+      alpha[h] = exp2f(m_run[h] - m_use);
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        float const p0 = exp2f(acc[4 * n + 2 * h] - m_use), p1 = exp2f(acc[4 * n + 2 * h + 1] - m_use);
+        acc[4 * n + 2 * h] = p0;
+        acc[4 * n + 2 * h + 1] = p1;
+        sum += p0 + p1;
+      }
+      l_run[h] = l_run[h] * alpha[h] + sum;
+      m_run[h] = m_new;
+    }
+    // P as bf16 A fragments: k-step kk covers columns 16kk … +16, i.e. accumulator chunks 2kk and 2kk+1.
+    std::uint32_t pa[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      pa[kk][0] = ptx::pack_bf16x2(acc[8 * kk + 0], acc[8 * kk + 1]);
+      pa[kk][1] = ptx::pack_bf16x2(acc[8 * kk + 2], acc[8 * kk + 3]);
+      pa[kk][2] = ptx::pack_bf16x2(acc[8 * kk + 4], acc[8 * kk + 5]);
+      pa[kk][3] = ptx::pack_bf16x2(acc[8 * kk + 6], acc[8 * kk + 7]);
+    }
+
+    // ---- O = O·alpha + P·V [64 heads × 256 channels] --------------------------------------------------
+#pragma unroll
+    for (int n = 0; n < 32; ++n) {
+      o[4 * n + 0] *= alpha[0];
+      o[4 * n + 1] *= alpha[0];
+      o[4 * n + 2] *= alpha[1];
+      o[4 * n + 3] *= alpha[1];
+    }
+    std::uint64_t const v_desc = ptx::wgmma_descriptor_sw128(kv + wg * 4 * kBlockBytes, kBlockBytes, 1024);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kTileRows / 16; ++kk)
+      ptx::wgmma_m64n256k16_bf16_rs_tb(o, pa[kk], v_desc + static_cast<std::uint64_t>((kk * 16 * 128) >> 4));
+    ptx::wgmma_commit();
+    ptx::wgmma_wait<0>();  // V's buffer is reloaded after the next barrier
+    ptx::wgmma_fence_registers(o);
+  }
+  ptx::cp_async_wait<0>();
+
+  // ---- epilogue: both warpgroups hold the same statistics; each writes its 256 channels ----------------
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+  }
+  std::int64_t const token_head0 = static_cast<std::int64_t>(b) * p.heads + head0;
+  int const c0 = wg * 256 + 2 * t;
+  if (p.splits == 1) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int const head = wq * 16 + g + 8 * h;
+      float const m_use = m_run[h] == kNegInf ? 0.f : m_run[h];
+      float const inv = 1.f / (l_run[h] + exp2f(p.sink[head0 + head] * kLog2e - m_use));
+      Output* out = static_cast<Output*>(p.out) + (token_head0 + head) * kHeadDim + c0;
+#pragma unroll
+      for (int n = 0; n < 32; ++n) {
+        float const x = o[4 * n + 2 * h] * inv, y = o[4 * n + 2 * h + 1] * inv;
+        if constexpr (std::is_same_v<Output, float>) {
+          *reinterpret_cast<float2*>(out + n * 8) = make_float2(x, y);
+        } else {
+          *reinterpret_cast<std::uint32_t*>(out + n * 8) = ptx::pack_bf16x2(x, y);
+        }
+      }
+    }
+  } else {
+    std::int64_t const part0 = (static_cast<std::int64_t>(b) * p.splits + split) * p.heads + head0;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int const head = wq * 16 + g + 8 * h;
+      float* out = p.partial_o + (part0 + head) * kHeadDim + c0;
+#pragma unroll
+      for (int n = 0; n < 32; ++n) *reinterpret_cast<float2*>(out + n * 8) = make_float2(o[4 * n + 2 * h], o[4 * n + 2 * h + 1]);
+      if (wg == 0 && t == 0) p.partial_ml[part0 + head] = make_float2(m_run[h], l_run[h]);
+    }
+  }
+}
+
 }  // namespace detail
 
 // The CUDA model of `sparse_attention`. Construct it once (it reads the device's SM count and raises the
@@ -421,7 +660,8 @@ class SparseDecode {
  public:
   using Arguments = typename Rows::template Arguments<Output>;
   struct Options {
-    int splits = 0;  // splits per token (at most 1024); 0 = as many as fill the GPU's SMs once
+    int splits = 0;      // splits per token (at most 1024); 0 = as many as fill the GPU's SMs once
+    bool wgmma = true;   // the warpgroup-MMA kernel (sm_90a); false: the mma.sync kernel (kept for comparison)
   };
 
   explicit SparseDecode(std::span<std::byte> workspace = {}, Options options = {})
@@ -431,12 +671,11 @@ class SparseDecode {
     FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     int smem_limit = 0;
     FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    if (static_cast<int>(kSmemBytes) > smem_limit)
-      fail(errc::unsupported, "sparse attention: the kernel needs ", kSmemBytes, " bytes of shared memory, device ",
+    if (static_cast<int>(smem_bytes()) > smem_limit)
+      fail(errc::unsupported, "sparse attention: the kernel needs ", smem_bytes(), " bytes of shared memory, device ",
            device, " allows ", smem_limit);
-    FLASHMEMORY_CUDA_CHECK(cudaFuncSetAttribute(detail::sparse_decode_kernel<Rows, Output>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kSmemBytes)));
+    FLASHMEMORY_CUDA_CHECK(cudaFuncSetAttribute(kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(smem_bytes())));
   }
 
   // Workspace these arguments need (0 when one split per token suffices).
@@ -511,7 +750,7 @@ class SparseDecode {
     auto stream = static_cast<cudaStream_t>(a.stream);
     dim3 const grid(static_cast<unsigned>(pl.splits), static_cast<unsigned>(H / detail::kHeadsPerCta),
                     static_cast<unsigned>(B));
-    detail::sparse_decode_kernel<Rows, Output><<<grid, detail::kThreads, kSmemBytes, stream>>>(p);
+    kernel()<<<grid, detail::kThreads, smem_bytes(), stream>>>(p);
     if (Status st = flashmemory::cuda::launch_status("sparse_decode_kernel", __FILE__, __LINE__); !st) return st;
     if (pl.splits > 1) {
       cudaLaunchAttribute attr{};
@@ -544,9 +783,17 @@ class SparseDecode {
     return {(tiles + per_split - 1) / per_split, per_split};
   }
 
-  static constexpr std::size_t kSmemBytes = sizeof(detail::SharedStorage<Rows>);
+  // Dynamic shared memory of the selected kernel (the wgmma one aligns its storage to 1024 bytes itself).
+  std::size_t smem_bytes() const {
+    return options_.wgmma ? sizeof(detail::WgmmaStorage<Rows>) + 1024 : sizeof(detail::SharedStorage<Rows>);
+  }
 
  private:
+  using KernelFunction = void (*)(detail::Params);
+  KernelFunction kernel() const {
+    return options_.wgmma ? detail::sparse_decode_wgmma_kernel<Rows, Output> : detail::sparse_decode_kernel<Rows, Output>;
+  }
+
   static constexpr std::size_t kPartialBytesPerHead = detail::kHeadDim * sizeof(float) + sizeof(float2);
 
   std::span<std::byte> workspace_;
