@@ -64,7 +64,7 @@ struct CudaDecoderOptions {
   index_t max_context = 4096;  // tokens one sequence may hold; sizes every KV buffer
   index_t max_chunk = 64;      // tokens per internal pass of forward(); sizes the activation buffers
   bool graph = true;           // replay single-token steps from a captured CUDA graph
-  bool overlap = true;         // programmatic dependent launch: each kernel starts while the previous finishes
+  bool overlap = true;         // programmatic dependent launch: each kernel starts while the previous finishes (sm_90+)
 };
 
 namespace cuda::detail {
@@ -147,6 +147,10 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     work_ = std::make_unique<cuda::detail::Workspace>(c, options_.max_chunk, px, pq, cuda::attention_splits(max_rows));
     linear_blocks_[0] = cuda::linear_resident_blocks<T>(1);
     linear_blocks_[1] = cuda::linear_resident_blocks<T>(2);
+    int device = 0, major = 0;
+    FLASHMEMORY_CUDA_CHECK(cudaGetDevice(&device));
+    FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    options_.overlap = options_.overlap && major >= 9;  // programmatic dependent launch is sm_90 and later
     ids_staging_ = ::flashmemory::cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(options_.max_chunk),
                                                                    ::flashmemory::cuda::PinnedBuffer<std::int32_t>::kHostOnly,
                                                                    "token id staging");
