@@ -8,6 +8,8 @@ export PATH="/usr/local/cuda/bin:$PATH"
 
 launcher=()
 if command -v ccache >/dev/null; then
+  # Paths relative to the checkout, so that fresh clones share the cache.
+  export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}"
