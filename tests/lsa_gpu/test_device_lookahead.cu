@@ -1,6 +1,7 @@
 // The device Lookahead and its recall engine: every readable reserve row holds its own chunk's bytes (as in
-// the mirror) under random churn, recalled cells equal their mirror pages, statistics equal the bytes
-// allocated and moved, and with everything resident Level 2 selects exactly the native GPU top-k.
+// the mirror) under random churn, pages evicted while written and fetched back equal their mirror pages
+// (an append during the fetch included), statistics equal the bytes allocated and moved, and with
+// everything resident Level 2 selects exactly the native GPU top-k.
 #include "../gpu/gpu_test.cuh"
 
 #include <flashmemory/core/cuda/stream.cuh>
@@ -31,6 +32,15 @@ struct RandomPages {
     residency::ResidentSet s;
     s.pages.assign(all.begin(), all.begin() + count(rng));
     std::sort(s.pages.begin(), s.pages.end());
+    return s;
+  }
+};
+// Exactly the pages the test names (it changes them between windows).
+struct ChosenPages {
+  std::vector<index_t> const* pages = nullptr;
+  residency::ResidentSet select(residency::SelectionContext const&) const {
+    residency::ResidentSet s;
+    s.pages = *pages;
     return s;
   }
 };
@@ -127,38 +137,66 @@ TEST_CASE("device Lookahead: random churn never exposes another chunk's bytes; s
 }
 
 TEST_CASE("device Lookahead: recalled cells equal their mirror pages byte for byte", "[gpu][lsa]") {
-  constexpr index_t kLayers = 2, kCells = 40, kPages = 32;
+  constexpr index_t kLayers = 2, kCells = 20, kPages = 32;
   flashmemory::cuda::Stream decode, copy;
   std::mt19937 rng(77);
-  // A reserve too small for the history while it is written (pages leave), then everything comes back.
-  lsa::cuda::Lookahead<AllPages> lsa(AllPages{}, {.csa_layers = kLayers, .target_layers = {1}, .reserve_cells = kCells,
-                                                  .max_chunks = kPages * 64, .tau = 64},
-                                     decode, copy);
+  // The reserve holds 20 of the 32 pages: while the history is written the oldest pages leave (pages 12–31
+  // stay). Then set A = pages 0–19 fetches the 12 oldest back, and set B = pages 12–31 fetches the 12 newest
+  // back while a chunk is appended to the last of them (caught up at publish).
+  std::vector<index_t> chosen;
+  lsa::cuda::Lookahead<ChosenPages> lsa(ChosenPages{&chosen}, {.csa_layers = kLayers, .target_layers = {1}, .reserve_cells = kCells,
+                                                              .max_chunks = kPages * 64, .tau = 64},
+                                        decode, copy);
   for (index_t c = 0; c < kPages * 64 - 5; ++c) append_random(lsa, kLayers, rng);
+  REQUIRE(lsa.engine().table().cell_of(0) < 0);  // the oldest page left while the history was written
   std::vector<float> q = test::normal(64 * 128, rng), w = test::normal(64, rng);
   auto dq = test::upload(q), dw = test::upload(w);
   view<float const, 3> qv(dq.data(), 1, 64, 128);
   matrix_view<float const> wv(dw.data(), 1, 64);
-  lsa.refresh(qv, wv);  // begin: every page not yet resident is fetched
-  append_random(lsa, kLayers, rng);  // lands in a page being fetched or resident: caught up / written through
-  lsa.refresh(qv, wv);  // finish: published
-  FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decode));
-  auto const& table = lsa.engine().table();
-  REQUIRE(table.resident_pages() == kPages);
-  for (index_t l = 0; l < kLayers; ++l) {
-    auto const& s = lsa.entries(l);
-    std::vector<std::byte> reserve(s.reserve.bytes());
-    FLASHMEMORY_CUDA_CHECK(cudaMemcpy(reserve.data(), s.reserve.data(), reserve.size(), cudaMemcpyDeviceToHost));
-    for (index_t p = 0; p < kPages; ++p) {
-      index_t const cell = table.cell_of(p), n = s.mirror.chunks_in_page(p);
-      REQUIRE(cell >= 0);
-      CHECK(s.reserve.written(cell) == n);
-      CHECK(std::memcmp(reserve.data() + static_cast<std::size_t>(cell) * s.reserve.page_bytes(), s.mirror.page(p).data(),
-                        static_cast<std::size_t>(n) * 584) == 0);
+  // Every page of the published set sits in a cell whose written records equal its mirror page.
+  auto check_pages = [&](index_t first, index_t last) {
+    FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decode));
+    auto const& table = lsa.engine().table();
+    for (index_t l = 0; l < kLayers; ++l) {
+      auto check_store = [&](auto const& s) {
+        std::vector<std::byte> reserve(s.reserve.bytes());
+        FLASHMEMORY_CUDA_CHECK(cudaMemcpy(reserve.data(), s.reserve.data(), reserve.size(), cudaMemcpyDeviceToHost));
+        for (index_t p = first; p <= last; ++p) {
+          INFO("layer " << l << ", page " << p);
+          index_t const cell = table.cell_of(p), n = s.mirror.chunks_in_page(p);
+          REQUIRE(cell >= 0);
+          REQUIRE(!lsa.engine().pending(cell));
+          CHECK(s.reserve.written(cell) == n);
+          CHECK(std::memcmp(reserve.data() + static_cast<std::size_t>(cell) * s.reserve.page_bytes(), s.mirror.page(p).data(),
+                            static_cast<std::size_t>(n) * static_cast<std::size_t>(s.layout().record_bytes())) == 0);
+        }
+      };
+      check_store(lsa.entries(l));
+      check_store(lsa.keys(l));
     }
-  }
-  check_readable_rows(lsa, decode);
-  CHECK(lsa.stats().recall.recall.pages_fetched > 0);
+    check_readable_rows(lsa, decode);
+  };
+  auto pages = [](index_t first, index_t last) {
+    std::vector<index_t> v;
+    for (index_t p = first; p <= last; ++p) v.push_back(p);
+    return v;
+  };
+
+  chosen = pages(0, 19);
+  lsa.refresh(qv, wv);  // begin: pages 0–11 fetched into the cells of pages 20–31
+  lsa.refresh(qv, wv);  // publish
+  check_pages(0, 19);
+  CHECK(lsa.stats().recall.recall.pages_fetched == 12);
+
+  chosen = pages(12, 31);
+  lsa.refresh(qv, wv);               // begin: pages 20–31 fetched into the cells of pages 0–11
+  append_random(lsa, kLayers, rng);  // lands in page 31 while it is being fetched
+  lsa.refresh(qv, wv);               // publish, the appended chunk caught up
+  check_pages(12, 31);
+  auto const st = lsa.stats().recall;
+  CHECK(st.recall.pages_fetched == 24);
+  CHECK(st.recall.bytes_moved == 24 * kLayers * std::size_t{37'376 + 8'448});
+  CHECK(st.caught_up == 2 * kLayers);  // one entry and one key record per layer
 }
 
 TEST_CASE("device Lookahead with everything resident selects exactly the native GPU top-k", "[gpu][lsa]") {
