@@ -128,6 +128,44 @@ void prefill_and_greedy(std::string const& name, bool bf16_weights, double toler
 
 }  // namespace
 
+// Pinpoints the first failing stage: the model cut after its first L layers (L = 1, 2, …; the layer kinds
+// come in the fixture's order, e.g. sliding, CSA, HCA, CSA), on the first token, then the first three tokens
+// in one chunk and one by one (graph replay). The first (fixture, L, tokens) that fails names the layer kind
+// and whether a single token (projections, norms, mHC, attention over one window row, MoE, head) or the
+// token-to-token state (window ring, positions, compressors, indexer) is at fault.
+TEST_CASE("CUDA decoder, staged: the first 1 and 3 tokens through the first L layers match the host reference",
+          "[gpu][deepseek_v4][decoder]") {
+  std::string const name = GENERATE("dense", "select", "yarn");
+  CAPTURE(name);
+  dsv4_test::Golden const g = load_golden(name);
+  index_t const layers = v4::load_model(fixture_dir(name)).config.num_hidden_layers;
+  for (index_t L = 1; L <= layers; ++L) {
+    auto [config, weights] = v4::load_model(fixture_dir(name));
+    config.num_hidden_layers = L;
+    config.layer_types.resize(static_cast<std::size_t>(L));
+    config.mlp_layer_types.resize(static_cast<std::size_t>(L));
+    weights.layers.erase(weights.layers.begin() + L, weights.layers.end());
+    std::string const stage = name + ", first " + std::to_string(L) + " layer(s), the last one " +
+                              std::string(v4::short_name(config.layer_types.back()));
+    GpuDecoder<fm::cuda::Float32Backend> one(config, weights, options()), chunk(config, weights, options()),
+        steps(config, weights, options());
+    v4::Decoder<> ref(config, std::move(weights));
+    index_t const V = config.vocab_size;
+    std::span<index_t const> const ids(g.ids.data(), 3);
+    auto const ref3 = ref.forward(ids, v4::Logits::all);
+
+    auto const first = one.forward(ids.subspan(0, 1));
+    double const e1 = dsv4_test::rel_err(std::span<float const>(first), std::span<float const>(ref3).subspan(0, static_cast<std::size_t>(V)));
+    RowError const e3 = worst_row(chunk.forward(ids, v4::Logits::all), ref3, V);
+    RowError const s3 = worst_row(dsv4_test::run_chunked(steps, ids, {1}), ref3, V);
+    INFO(stage << ": token 0 error " << e1 << "; 3 tokens in one chunk: worst row " << e3.row << " with " << e3.error
+               << "; 3 single-token steps: worst step " << s3.row << " with " << s3.error);
+    bool const ok = e1 <= kFloat32Tolerance && e3.error <= kFloat32Tolerance && s3.error <= kFloat32Tolerance;
+    CHECK(ok);
+    if (!ok) break;  // the first failing stage is the one to look at
+  }
+}
+
 TEST_CASE("CUDA decoder, float32 storage: prefill and 64 greedy steps match the host reference",
           "[gpu][deepseek_v4][decoder]") {
   std::string const name = GENERATE("dense", "select", "yarn");

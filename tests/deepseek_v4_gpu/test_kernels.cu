@@ -384,7 +384,9 @@ TEMPLATE_TEST_CASE("attention equals SparseDecodeReference followed by the inver
   int const W = 8, R = 60, slots = 12;
   for (Case const& k : {Case{6, 64, 16, vc::PoolRows::none, 5, 1}, Case{6, 64, 16, vc::PoolRows::causal, 150, 3},
                         Case{3, 512, 64, vc::PoolRows::selected, 200, 7}, Case{5, 32, 8, vc::PoolRows::selected, 3, 2},
-                        Case{4, 32, 8, vc::PoolRows::causal, 239, 64}}) {
+                        Case{4, 32, 8, vc::PoolRows::causal, 239, 64},
+                        // the fixtures' shapes (4 heads of 32): a first token, and the decoder's split counts
+                        Case{4, 32, 8, vc::PoolRows::none, 0, 1}, Case{4, 32, 8, vc::PoolRows::causal, 17, 2}}) {
     CAPTURE(k.heads, k.dim, static_cast<int>(k.mode), k.pos, k.splits);
     v4::Rope const rope(v4::RopeParameters{.theta = 10000.0}, k.rope_dim);
     auto inv = upload(std::vector<float>(rope.inv_freq().begin(), rope.inv_freq().end()));

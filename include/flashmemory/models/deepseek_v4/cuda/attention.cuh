@@ -85,7 +85,10 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_split_kernel(A
   std::int64_t const total = n_window + n_pool, per = (total + p.splits - 1) / p.splits;
   std::int64_t const begin = split * per, end = min(total, begin + per);
 
-  float q[kAttentionChunks][8];
+  // Lanes past the row's chunks hold zeros: they still enter the dot products (times zero rows), and an
+  // uninitialised q there is undefined behaviour the compiler may exploit (e.g. by dropping the zeroing
+  // of kv), which gave garbage scores for dim < 512 depending on leftover register contents.
+  float q[kAttentionChunks][8] = {};
 #pragma unroll
   for (int u = 0; u < kAttentionChunks; ++u) {
     int const c = lane + 32 * u;
