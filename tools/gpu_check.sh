@@ -111,13 +111,13 @@ if [ -x "$bench_bin" ]; then
   timeout "$(allow 200 60)" "$bench_bin" --reps 50 --csv "$out/bench.csv" > "$out/bench.log" 2>&1
   rc=$?
   add bench "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench.log")")"
-  lsa_bin="$build/bench/lsa/bench_lsa"
+  lsa_bin="$build/bench/bench_lsa"
   if [ -x "$lsa_bin" ]; then
     timeout "$(allow 180 40)" "$lsa_bin" --csv "$out/bench_lsa.csv" > "$out/bench_lsa.log" 2>&1
     rc=$?
     add bench_lsa "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc: $(tail -1 "$out/bench_lsa.log")")"
   fi
-  decode_bin="$build/bench/decode/bench_decode"
+  decode_bin="$build/bench/bench_decode"
   if [ -x "$decode_bin" ]; then
     timeout "$(allow 150 40)" "$decode_bin" --csv "$out/bench_decode.csv" > "$out/bench_decode.log" 2>&1
     rc=$?
