@@ -1,5 +1,5 @@
 # Checks that every snippet docs quote equals the file it names, so the docs show what CI builds.
-#   cmake -DDOC=<markdown file> -DROOT=<repository root> -P check_snippets.cmake
+#   cmake -DDOC=<markdown file> -DROOT=<repository root> -P CheckSnippets.cmake
 # A snippet is a marker line `<!-- snippet: <path from ROOT> -->` followed by a fenced code block.
 cmake_minimum_required(VERSION 3.25)
 file(READ "${DOC}" doc)
