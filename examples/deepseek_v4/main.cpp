@@ -5,6 +5,9 @@
 //   fm-dsv4 --kv-report --context N [--config FILE]
 //
 // With no CHECKPOINT the embedded tiny checkpoint is used (FLASHMEMORY_DSV4_TINY_CHECKPOINT, compiled in).
+// This file is host-only; --device cuda goes through cuda_decoder.hpp.
+#include "cuda_decoder.hpp"
+
 #include <flashmemory/indexer/memory_indexer.hpp>
 #include <flashmemory/indexer/minmax_bounds.hpp>
 #include <flashmemory/indexer/oracle.hpp>
@@ -61,7 +64,9 @@ constexpr char const* kUsage = R"(usage:
       --seed S            seed of the prompt and of sampling (default 0)
       --chunk N           prefill chunk size (default 256)
       --stop-at-eos       stop when the model emits an end-of-sequence token
-      --device cpu|cuda   where to run (default cpu)
+      --device cpu|cuda   where to run (default cpu): the float32 host reference, or the CUDA decoder
+      --cuda-storage S    bf16 (default) or f32: what the CUDA decoder keeps weights and KV in (f32 matches
+                          the host reference to rounding error)
     Lookahead Sparse Attention on the CSA layers (docs/deepseek-v4.md, "LSA on the CSA layers"):
       --lsa MODE          off (default: every chunk resident, the native model) or the Level-1 scorer:
                           memory (the Memory Indexer, needs --indexer), recency, random, oracle (labels
@@ -103,6 +108,7 @@ struct Options {
   bool stop_at_eos = false, kv_report = false, help = false;
   std::optional<std::filesystem::path> config;
   std::string device = "cpu";
+  std::optional<std::string> cuda_storage;
   // LSA
   std::string lsa = "off";
   std::optional<std::string> policy;
@@ -154,7 +160,8 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--device") {
       o.device = std::string(value());
       if (o.device != "cpu" && o.device != "cuda") throw Usage("--device: expected cpu or cuda, found \"" + o.device + "\"");
-    } else if (a == "--lsa") o.lsa = one_of(a, value(), {"off", "memory", "recency", "random", "oracle", "minmax"});
+    } else if (a == "--cuda-storage") o.cuda_storage = one_of(a, value(), {"bf16", "f32"});
+    else if (a == "--lsa") o.lsa = one_of(a, value(), {"off", "memory", "recency", "random", "oracle", "minmax"});
     else if (a == "--policy") o.policy = one_of(a, value(), {"threshold", "densest", "topfraction"});
     else if (a == "--tau") o.tau = positive(value());
     else if (a == "--page") o.page = positive(value());
@@ -181,7 +188,9 @@ Options parse_args(int argc, char** argv) {
   if (o.policy && *o.policy != "topfraction" && o.lsa != "off" && !probability_scorer(o.lsa))
     throw Usage("--policy " + *o.policy + " needs probability scores (--lsa memory or oracle); --lsa " + o.lsa +
                 " scores are not probabilities: use --policy topfraction");
-  if (o.lsa != "off" && o.device == "cuda") throw Usage("--lsa runs on the host reference only (--device cpu)");
+  if (o.lsa != "off" && o.device == "cuda") throw Usage("--lsa: LSA on the CUDA decoder is not implemented yet; use --device cpu");
+  if (o.cuda_storage && o.device != "cuda") throw Usage("--cuda-storage belongs to --device cuda");
+  if (o.kv_report && o.device == "cuda") throw Usage("--device belongs to generation, not to --kv-report");
   return o;
 }
 
@@ -473,16 +482,34 @@ int generate_lsa(Options const& o, v4::Config const& config, v4::Weights weights
   return 0;
 }
 
+// The CUDA decoder, sized for this run: the prompt and the generated tokens, prefill passes of --chunk tokens.
+int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std::vector<fm::index_t> const& prompt,
+                  std::mt19937_64& rng) {
+  auto n = static_cast<fm::index_t>(prompt.size());
+  fm_dsv4::CudaSettings settings{.storage = o.cuda_storage == "f32" ? fm_dsv4::CudaStorage::f32 : fm_dsv4::CudaStorage::bf16,
+                                 .max_context = n + o.max_new_tokens,
+                                 .max_chunk = std::min<fm::index_t>({o.chunk, n, 65535})};
+  auto model = fm_dsv4::make_cuda_model(std::move(config), std::move(weights), settings);
+  Sequence run = run_sequence(*model, prompt, o, rng);
+  print_run(run, n, o, false);
+  v4::Config const& c = model->config();
+  fm::index_t held = model->position();
+  std::printf("KV cache after %lld tokens:\n", static_cast<long long>(held));
+  print_kv_table(c, held, [&](v4::KvFormat f) { return v4::kv_footprint(c, held, f); });
+  return 0;
+}
+
 int generate(Options const& o) {
-  if (o.device == "cuda") {
-    std::fprintf(stderr, "fm-dsv4: --device cuda: the CUDA decoder is not built yet; use --device cpu\n");
-    return 1;
-  }
+  // Before loading anything: is there a device (and a CUDA build)?
+  std::string device = "cpu (float32 reference)";
+  if (o.device == "cuda")
+    device = "cuda: " + fm_dsv4::cuda_device() + ", " + (o.cuda_storage == "f32" ? "float32" : "bf16") +
+             " weights and KV, float32 activations";
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
   auto [config, weights] = v4::load_model(o.checkpoint);
-  std::printf("checkpoint: %s\n  %s; loaded in %.3f s; device cpu (float32 reference)\n", o.checkpoint.string().c_str(),
-              describe(config).c_str(), std::chrono::duration<double>(Clock::now() - t0).count());
+  std::printf("checkpoint: %s\n  %s; loaded in %.3f s; device %s\n", o.checkpoint.string().c_str(), describe(config).c_str(),
+              std::chrono::duration<double>(Clock::now() - t0).count(), device.c_str());
 
   std::mt19937_64 rng(o.seed);
   std::vector<fm::index_t> prompt;
@@ -495,6 +522,7 @@ int generate(Options const& o) {
     if (id < 0 || id >= config.vocab_size)
       throw Usage("--prompt: token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(config.vocab_size) + ")");
 
+  if (o.device == "cuda") return generate_cuda(o, std::move(config), std::move(weights), prompt, rng);
   if (o.lsa != "off" && config.count(v4::LayerKind::csa) == 0)
     throw std::runtime_error("--lsa " + o.lsa + ": the model has no CSA layers, so nothing for LSA to keep");
   std::vector<fm::index_t> all_csa(static_cast<std::size_t>(config.count(v4::LayerKind::csa)));
@@ -526,8 +554,9 @@ int generate(Options const& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Options o;
   try {
-    Options o = parse_args(argc, argv);
+    o = parse_args(argc, argv);
     if (o.help) {
       std::fputs(kUsage, stdout);
       return 0;
@@ -538,7 +567,10 @@ int main(int argc, char** argv) {
     return 2;
   } catch (fm::error const& e) {
     std::fprintf(stderr, "fm-dsv4: %s\n", e.what());
-    if (e.code() == fm::errc::out_of_memory)
+    if (e.code() == fm::errc::out_of_memory && o.device == "cuda")
+      std::fprintf(stderr, "(the CUDA decoder holds the weights and KV for the prompt + --max-new-tokens: shorten them, "
+                           "use --cuda-storage bf16, or a smaller --chunk)\n");
+    else if (e.code() == fm::errc::out_of_memory)
       std::fprintf(stderr, "(with --lsa: raise --budget, or bound the resident set with --policy densest or topfraction)\n");
     return 1;
   } catch (std::exception const& e) {

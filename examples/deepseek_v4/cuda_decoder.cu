@@ -1,0 +1,55 @@
+// fm-dsv4 --device cuda: the CUDA decoder (deepseek-v4.md §3) in the one translation unit nvcc compiles.
+#include "cuda_decoder.hpp"
+
+#include <flashmemory/core/cuda/check.cuh>
+#include <flashmemory/core/error.hpp>
+#include <flashmemory/models/deepseek_v4/cuda/decoder.cuh>
+
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <utility>
+
+namespace fm_dsv4 {
+
+namespace {
+
+template <class Backend>
+class Model final : public CudaModel {
+ public:
+  Model(v4::Config config, v4::Weights const& weights, v4::CudaDecoderOptions const& options)
+      : decoder_(std::move(config), weights, options) {}
+  std::vector<float> forward(std::span<fm::index_t const> ids) override { return decoder_.forward(ids); }
+  v4::Config const& config() const override { return decoder_.config(); }
+  fm::index_t position() const override { return decoder_.position(); }
+
+ private:
+  v4::Decoder<Backend> decoder_;
+};
+
+}  // namespace
+
+std::string cuda_device() {
+  int count = 0;
+  if (cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    fm::fail(fm::errc::cuda, "--device cuda: no usable CUDA device (",
+             err != cudaSuccess ? cudaGetErrorString(err) : "the driver reports none", "); use --device cpu");
+  }
+  int device = 0;
+  cudaDeviceProp p{};
+  FLASHMEMORY_CUDA_CHECK(cudaGetDevice(&device));
+  FLASHMEMORY_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  char text[320];
+  std::snprintf(text, sizeof text, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor, double(p.totalGlobalMem) / double(1 << 30));
+  return text;
+}
+
+std::unique_ptr<CudaModel> make_cuda_model(v4::Config config, v4::Weights weights, CudaSettings const& s) {
+  v4::CudaDecoderOptions options{.max_context = s.max_context, .max_chunk = s.max_chunk};
+  // `weights` (the host copy) is freed when this returns: only the GPU copy stays.
+  if (s.storage == CudaStorage::f32) return std::make_unique<Model<fm::cuda::Float32Backend>>(std::move(config), weights, options);
+  return std::make_unique<Model<fm::cuda::Backend>>(std::move(config), weights, options);
+}
+
+}  // namespace fm_dsv4

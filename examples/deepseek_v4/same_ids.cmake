@@ -1,0 +1,26 @@
+# Runs fm-dsv4 on the host reference and on the CUDA decoder with the same arguments and fails unless both
+# generate the same token ids.
+#   cmake -DFM_DSV4=path/to/fm-dsv4 "-DARGS=--max-new-tokens 16" "-DCUDA_ARGS=--cuda-storage f32" -P same_ids.cmake
+separate_arguments(args UNIX_COMMAND "${ARGS}")
+separate_arguments(cuda_args UNIX_COMMAND "${CUDA_ARGS}")
+foreach(device cpu cuda)
+  set(extra)
+  if(device STREQUAL "cuda")
+    set(extra ${cuda_args})
+  endif()
+  execute_process(COMMAND "${FM_DSV4}" --device ${device} ${extra} ${args}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(JOIN " " command fm-dsv4 --device ${device} ${extra} ${args})
+  message("---- ${command}\n${out}${err}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "fm-dsv4 --device ${device} exited with ${rc}")
+  endif()
+  string(REGEX MATCH "generated \\([a-z]+\\):[ 0-9]*" ids_${device} "${out}")
+  if(NOT ids_${device})
+    message(FATAL_ERROR "fm-dsv4 --device ${device} printed no generated ids")
+  endif()
+endforeach()
+if(NOT ids_cpu STREQUAL ids_cuda)
+  message(FATAL_ERROR "the CUDA decoder's ids differ from the host reference's:\n  cpu:  ${ids_cpu}\n  cuda: ${ids_cuda}")
+endif()
+message("same ids on cpu and cuda: ${ids_cuda}")
