@@ -1,5 +1,7 @@
 // What a decoder needs beyond select/gather (lsa/concepts.hpp): Level-2 scores read from where the chunks live,
 // reset, a run-time τ, and the NativeTrace that labels an oracle's windows.
+#include "support.hpp"
+
 #include <flashmemory/indexer/oracle.hpp>
 #include <flashmemory/indexer/random.hpp>
 #include <flashmemory/indexer/recency.hpp>
@@ -22,12 +24,6 @@
 using namespace flashmemory;
 
 namespace {
-std::vector<float> random_vector(std::size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> n01;
-  std::vector<float> v(n);
-  for (float& x : v) x = n01(rng);
-  return v;
-}
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
 // A deterministic scorer that prefers different old pages at each boundary (so recalls fetch).

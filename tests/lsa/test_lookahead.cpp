@@ -1,5 +1,7 @@
 // The Lookahead controller: FullResident and an everything-resident Lookahead are the native top-k; Level 1
 // runs on the window cadence with the right inputs; the host cap fails cleanly; footprints add up.
+#include "support.hpp"
+
 #include <flashmemory/indexer/memory_indexer.hpp>
 #include <flashmemory/indexer/minmax_bounds.hpp>
 #include <flashmemory/indexer/oracle.hpp>
@@ -19,15 +21,6 @@
 #include <vector>
 
 using namespace flashmemory;
-
-namespace {
-std::vector<float> random_vector(std::size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> n01;
-  std::vector<float> v(n);
-  for (float& x : v) x = n01(rng);
-  return v;
-}
-}  // namespace
 
 TEST_CASE("FullResident and an everything-resident Lookahead select exactly the native top-k", "[lsa]") {
   constexpr index_t L = 3, d = 12, dk = 8, k = 20;

@@ -337,13 +337,8 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
 
       // ---- attention sub-layer ------------------------------------------------------------------------
       site(lw.hc_attn, lw.attn_norm);
-      linear({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride});
-      {
-        cuda::NormRopeArguments nr;
-        nr.jobs[0] = {w.px.data() + p.q_a, w.q_residual.data(), w.px_stride, c.q_lora_rank, static_cast<int>(c.q_lora_rank), 1,
-                      lw.q_norm.data(), true, false};
-        nr.jobs[1] = {w.px.data() + p.kv, w.latent.data(), w.px_stride, d, static_cast<int>(d), 1, lw.kv_norm.data(), true, true};
-        nr.count = 2;
+      // Runs norm/RoPE jobs over this call's S tokens at this layer's rope.
+      auto norm_rope = [&](cuda::NormRopeArguments& nr) {
         nr.tokens = S;
         nr.position = pos;
         nr.rope = rope;
@@ -351,6 +346,15 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         nr.stream = st;
         nr.overlap = pdl;
         check(cuda::norm_rope(nr));
+      };
+      linear({lw.proj_x.data(), p.rows, D, w.x.data(), D, S, 0, 0, w.px.data(), w.px_stride});
+      {
+        cuda::NormRopeArguments nr;
+        nr.jobs[0] = {w.px.data() + p.q_a, w.q_residual.data(), w.px_stride, c.q_lora_rank, static_cast<int>(c.q_lora_rank), 1,
+                      lw.q_norm.data(), true, false};
+        nr.jobs[1] = {w.px.data() + p.kv, w.latent.data(), w.px_stride, d, static_cast<int>(d), 1, lw.kv_norm.data(), true, true};
+        nr.count = 2;
+        norm_rope(nr);
       }
       linear({lw.proj_q.data(), p.q_rows, c.q_lora_rank, w.q_residual.data(), c.q_lora_rank, S, 0, 0, w.pq.data(), w.pq_stride});
       {
@@ -363,13 +367,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
                         static_cast<int>(c.index_head_dim), static_cast<int>(c.index_n_heads), nullptr, false, true};
           nr.count = 2;
         }
-        nr.tokens = S;
-        nr.position = pos;
-        nr.rope = rope;
-        nr.eps = c.rms_norm_eps;
-        nr.stream = st;
-        nr.overlap = pdl;
-        check(cuda::norm_rope(nr));
+        norm_rope(nr);
       }
 
       for (std::int64_t s = 0; s < S; ++s) {

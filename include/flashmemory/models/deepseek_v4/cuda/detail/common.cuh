@@ -44,14 +44,15 @@ inline constexpr float kNegInf = -__builtin_huge_valf();
 
 __host__ __device__ constexpr int ceil_div(std::int64_t a, std::int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
-// Eight consecutive elements widened to float. p is 16-byte aligned (bf16) or 32-byte aligned (float).
-template <class T>
-__device__ __forceinline__ void load8(T const* p, float (&v)[8]) {
+// Eight consecutive elements widened to float, from one 32-byte (float) or 16-byte (bf16) load. `Load` reads
+// one vector: plainly for activations and KV rows, or streaming for weights (below).
+template <class T, class Load>
+__device__ __forceinline__ void widen8(T const* p, float (&v)[8], Load load) {
   if constexpr (std::is_same_v<T, float>) {
-    float4 const a = *reinterpret_cast<float4 const*>(p), b = *reinterpret_cast<float4 const*>(p + 4);
+    float4 const a = load(reinterpret_cast<float4 const*>(p)), b = load(reinterpret_cast<float4 const*>(p + 4));
     v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
   } else {
-    uint4 const u = *reinterpret_cast<uint4 const*>(p);
+    uint4 const u = load(reinterpret_cast<uint4 const*>(p));
     unsigned const w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -61,22 +62,17 @@ __device__ __forceinline__ void load8(T const* p, float (&v)[8]) {
   }
 }
 
+// p is 16-byte aligned (bf16) or 32-byte aligned (float).
+template <class T>
+__device__ __forceinline__ void load8(T const* p, float (&v)[8]) {
+  widen8(p, v, [](auto const* q) { return *q; });
+}
+
 // The same for weights that are read once per step: streamed past L1 and marked evict-first in L2, so the
 // KV rows and activations that are reused stay cached.
 template <class T>
 __device__ __forceinline__ void load8_stream(T const* p, float (&v)[8]) {
-  if constexpr (std::is_same_v<T, float>) {
-    float4 const a = __ldcs(reinterpret_cast<float4 const*>(p)), b = __ldcs(reinterpret_cast<float4 const*>(p + 4));
-    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-  } else {
-    uint4 const u = __ldcs(reinterpret_cast<uint4 const*>(p));
-    unsigned const w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[2 * i] = __uint_as_float(w[i] << 16);
-      v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-  }
+  widen8(p, v, [](auto const* q) { return __ldcs(q); });
 }
 
 template <class T>
