@@ -4,6 +4,7 @@
 
 #include <flashmemory/attention/concepts.hpp>
 #include <flashmemory/attention/sparse_decode.hpp>
+#include <flashmemory/core/detail/dot.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -56,9 +57,7 @@ struct SparseDecodeReference {
         logits.assign(rows.size(), 0.0);
         double m = a.sink(h);
         for (std::size_t j = 0; j < rows.size(); ++j) {
-          double dot = 0;
-          for (index_t c = 0; c < d; ++c) dot += double(a.q(b, h, c)) * rows[j][c];
-          logits[j] = dot * a.scale;
+          logits[j] = ::flashmemory::detail::dot(&a.q(b, h, 0), rows[j], d) * a.scale;
           m = std::max(m, logits[j]);
         }
         double denom = std::exp(double(a.sink(h)) - m);

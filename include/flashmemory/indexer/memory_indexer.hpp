@@ -170,11 +170,8 @@ class MemoryIndexer {
  private:
   // y = W · x for W [y.size(), x.size()], accumulated in double.
   static void matvec(float const* W, std::span<float const> x, std::span<float> y) {
-    for (std::size_t o = 0; o < y.size(); ++o) {
-      double s = 0;
-      for (std::size_t i = 0; i < x.size(); ++i) s += double(W[o * x.size() + i]) * x[i];
-      y[o] = static_cast<float>(s);
-    }
+    for (std::size_t o = 0; o < y.size(); ++o)
+      y[o] = static_cast<float>(::flashmemory::detail::dot(W + o * x.size(), x.data(), static_cast<index_t>(x.size())));
   }
 
   MemoryIndexerConfig config_;

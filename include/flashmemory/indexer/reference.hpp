@@ -8,6 +8,7 @@
 #pragma once
 
 #include <flashmemory/config.hpp>
+#include <flashmemory/core/detail/dot.hpp>
 #include <flashmemory/core/error.hpp>
 #include <flashmemory/core/tensor_view.hpp>
 
@@ -30,9 +31,7 @@ inline void index_scores(matrix_view<float const> q, vector_view<float const> w,
   for (index_t c = 0; c < n; ++c) {
     double total = 0;
     for (index_t h = 0; h < H; ++h) {
-      double dot = 0;
-      for (index_t i = 0; i < d; ++i) dot += double(q(h, i)) * keys(c, i);
-      total += double(w(h)) * std::max(dot, 0.0);
+      total += double(w(h)) * std::max(::flashmemory::detail::dot(&q(h, 0), &keys(c, 0), d), 0.0);
     }
     scores[static_cast<std::size_t>(c)] = static_cast<float>(total);
   }

@@ -1,9 +1,10 @@
 // flashmemory/models/deepseek_v4/detail/ops.hpp — the float32 building blocks of the reference decoder:
 // row-major linear layers, RMS norms and the scalar activations of deepseek-v4.md §2. Plain loops over
-// contiguous rows; dot products accumulate in double so the reference is the more exact side of any comparison.
+// contiguous rows; dot products accumulate in double (core/detail/dot.hpp) so the reference is the more exact side of any comparison.
 #pragma once
 
 #include <flashmemory/config.hpp>
+#include <flashmemory/core/detail/dot.hpp>
 #include <flashmemory/core/error.hpp>
 #include <flashmemory/core/host_buffer.hpp>
 #include <flashmemory/core/tensor_view.hpp>
@@ -15,11 +16,7 @@
 
 namespace flashmemory::models::deepseek_v4::detail {
 
-inline double dot(float const* a, float const* b, index_t n) {
-  double s = 0;
-  for (index_t i = 0; i < n; ++i) s += double(a[i]) * b[i];
-  return s;
-}
+using ::flashmemory::detail::dot;
 
 // y[s, o] = Σ_i x[s, i] · w[o, i]: a bias-free linear layer with PyTorch's [out, in] weight layout.
 inline void linear(matrix_view<float const> x, matrix_view<float const> w, matrix_view<float> y) {
