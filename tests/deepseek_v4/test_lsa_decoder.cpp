@@ -18,6 +18,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -298,4 +299,80 @@ TEST_CASE("Level 1 gets each target layer's attention input and index keys at ev
       CHECK(rel_err(call.head_weights[t], want) < 1e-6);
       CHECK(call.hidden[0] != call.hidden[1]);
     }
+}
+
+TEST_CASE("a full-KV prefill is the native model; hand_over keeps only Level 1's set; a forked decoder continues alike",
+          "[deepseek_v4][lsa]") {
+  std::string name = GENERATE("select", "yarn");
+  CAPTURE(name);
+  Fixture f = load_fixture(name);
+  index_t prompt = prompt_len(f), V = f.config.vocab_size;
+  using Recent = Lsa<fm::indexer::Recency, fm::residency::TopFraction>;
+  auto make = [&] {
+    return Decoder<Recent>(f.config, f.weights(),
+                           Recent({}, {0.25}, v4::entry_layout(f.config, kPerPage), v4::key_layout(f.config, kPerPage),
+                                  {.csa_layers = csa_layers(f), .full_prefill = true}));
+  };
+  // Never handed over: every chunk is read from the mirrors, Level 1 never runs, no reserve is held.
+  auto full = make();
+  CHECK(run(full, f.tokens, prompt, 7) == f.native);
+  CHECK(full.kv().prefilling());
+  CHECK(full.kv().stats().windows == 0);
+  CHECK(full.kv().footprint().total().reserve_bytes == 0);
+
+  // Prefill once, fork, hand one copy over: the copy that is not handed over stays the native model.
+  auto base = make();
+  auto prefix = std::span<index_t const>(f.tokens).first(static_cast<std::size_t>(prompt));
+  run(base, prefix, prompt, 5);
+  auto fork = base;
+  auto rest = std::span<index_t const>(f.tokens).subspan(static_cast<std::size_t>(prompt));
+  auto native_rest = std::vector<float>(f.native.begin() + prompt * V, f.native.end());
+  CHECK(run(base, rest, 0, 1) == native_rest);
+
+  // Sized for the decode's largest set (a quarter of its pages, rounded up) and the page a decode chunk opens.
+  index_t history_pages = fork.kv().entries(0).mirror.num_pages();
+  auto cells = static_cast<index_t>(std::ceil(0.25 * double(max_chunks(f) / kPerPage + 1))) + 1;
+  fork.kv().hand_over(cells);
+  CHECK_FALSE(fork.kv().prefilling());
+  CHECK(fork.kv().stats().windows == 1);
+  // Recency over a quarter of the pages: the newest ones, and nothing else, are resident and readable.
+  auto const& set = fork.kv().resident_set().pages;
+  REQUIRE(set.size() == static_cast<std::size_t>(std::ceil(0.25 * double(history_pages))));
+  CHECK(set.back() == history_pages - 1);
+  CHECK(fork.kv().table().resident_pages() == static_cast<index_t>(set.size()));
+  for (index_t c = 0; c < fork.kv().entries(0).mirror.num_chunks(); ++c)
+    CHECK(fork.kv().readable(0, c) == fork.kv().resident_set().contains_page(c / kPerPage));
+  CHECK(fork.kv().footprint().total().reserve_bytes ==
+        static_cast<std::size_t>(cells * csa_layers(f)) *
+            static_cast<std::size_t>(fm::layout::page_bytes(v4::entry_layout(f.config, kPerPage)) +
+                                     fm::layout::page_bytes(v4::key_layout(f.config, kPerPage))));
+  auto lsa = run(fork, rest, 0, 1);
+  CHECK(rows_differing(lsa, native_rest, V) > 0);  // what was left behind mattered
+  CHECK_THROWS_WITH(fork.kv().hand_over(cells), Catch::Matchers::ContainsSubstring("none is running"));
+}
+
+TEST_CASE("golden labels: the nucleus of each layer's top-k votes, θ layers must agree, windows take the union",
+          "[lsa]") {
+  // Two CSA layers, chunk scores chosen so that the softmax over the top-3 is known: with scores {2, 1, 0} the
+  // masses are 0.665, 0.245, 0.090.
+  using Trace = fm::lsa::NativeTrace<>;
+  fm::layout::F32Records layout{4, 2};
+  for (index_t votes : {1, 2}) {
+    Trace trace(fm::lsa::FullResident<>(layout, layout, 2), {.nucleus_p = 0.8, .votes = votes});
+    std::vector<float> record(4, 0.5f);
+    for (index_t c = 0; c < 4; ++c) trace.append(0, record, record), trace.append(1, record, record);
+    std::vector<float> layer0 = {2, 1, 0, -1}, layer1 = {0, 2, 1, -1};
+    // A step of two tokens: token 0 sees the scores above, token 1 only chunk 3 on top.
+    trace.select(0, layer0, 3), trace.select(0, std::vector<float>{0, 0, 0, 9}, 3);
+    trace.select(1, layer1, 3), trace.select(1, std::vector<float>{0, 0, 0, 9}, 3);
+    trace.end_step(2);
+    // p = 0.8: the nucleus is the best two of each layer: {0, 1} and {1, 2}.
+    if (votes == 1) CHECK(std::vector<std::int32_t>(trace.golden(0).begin(), trace.golden(0).end()) == std::vector<std::int32_t>{0, 1, 2});
+    else CHECK(std::vector<std::int32_t>(trace.golden(0).begin(), trace.golden(0).end()) == std::vector<std::int32_t>{1});
+    CHECK(std::vector<std::int32_t>(trace.golden(1).begin(), trace.golden(1).end()) == std::vector<std::int32_t>{3});
+    // The window after token 0 is token 1; after a token −1, both tokens, restricted to the first 3 chunks.
+    CHECK(trace.golden_window(0, 64, 4) == std::vector<std::uint8_t>{0, 0, 0, 1});
+    CHECK(trace.golden_window(-1, 64, 3) == (votes == 1 ? std::vector<std::uint8_t>{1, 1, 1} : std::vector<std::uint8_t>{0, 1, 0}));
+    CHECK(trace.golden_window(-1, 1, 4) == (votes == 1 ? std::vector<std::uint8_t>{1, 1, 1, 0} : std::vector<std::uint8_t>{0, 1, 0, 0}));
+  }
 }

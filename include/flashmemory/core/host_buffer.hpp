@@ -35,6 +35,17 @@ class HostBuffer {
     data_.reset(static_cast<T*>(p));
   }
 
+  // Copies are deep (a decoder forked after a shared prefill copies its weights and state).
+  HostBuffer(HostBuffer const& o) : HostBuffer(o.size_, "host buffer copy") {
+    if (size_) std::memcpy(data(), o.data(), bytes());
+  }
+  HostBuffer& operator=(HostBuffer const& o) {
+    if (this != &o) *this = HostBuffer(o);
+    return *this;
+  }
+  HostBuffer(HostBuffer&&) noexcept = default;
+  HostBuffer& operator=(HostBuffer&&) noexcept = default;
+
   T* data() noexcept { return data_.get(); }
   T const* data() const noexcept { return data_.get(); }
   std::size_t size() const noexcept { return size_; }

@@ -19,6 +19,12 @@
 // current set protected; recall/plan.hpp) and the new table is published after the copies
 // (recall/host_engine.hpp). The set is thus stale by at most one window, as published.
 //
+// Prefill on full KV (`full_prefill`): the paper serves the prompt on prefill machines that hold the whole KV
+// and hands the sequence to decode machines that run LSA. With the option set, Level 2 reads every chunk from
+// the mirrors and Level 1 waits (the inputs of every step are offered, the last ones kept) until hand_over()
+// sizes the reserve and runs Level 1 once: from then on the decode steps read only what it selected. A
+// sequence that is never handed over is the native model.
+//
 // Host RAM: `host_cap_bytes` caps all mirrors together; the append that would pass it fails with
 // errc::out_of_memory before anything changes, and the controller stays usable.
 #pragma once
@@ -53,6 +59,7 @@ struct LookaheadOptions {
   index_t reserve_cells = 0;           // resident pages at most (store::cells_for_budget / cells_for_fraction)
   std::size_t host_cap_bytes = store::kUnlimited;  // all mirrors together
   index_t tau = 0;                     // the window length τ in tokens; 0: the Tau template argument
+  bool full_prefill = false;           // read every chunk from the mirrors until hand_over()
 };
 
 struct LookaheadStats {
@@ -77,7 +84,8 @@ class Lookahead {
 
   Lookahead(Scorer scorer, Policy policy, Entry const& entry, Key const& key, LookaheadOptions options, Allocator allocator = {})
       : scorer_(std::move(scorer)), policy_(std::move(policy)), options_(std::move(options)),
-        tau_(options_.tau > 0 ? options_.tau : Tau), per_(entry.chunks_per_page()), allocator_(allocator),
+        tau_(options_.tau > 0 ? options_.tau : Tau), per_(entry.chunks_per_page()), prefilling_(options_.full_prefill),
+        allocator_(allocator),
         table_(options_.reserve_cells, per_), lru_(options_.reserve_cells) {
     index_t L = options_.csa_layers;
     if (key.chunks_per_page() != per_ || L < 0 || options_.reserve_cells < 0 || options_.tau < 0)
@@ -110,7 +118,7 @@ class Lookahead {
     e.mirror.make_room();  // a full host cap fails here, before the table or any mirror changes
     k.mirror.make_room();
     index_t chunk = e.mirror.num_chunks();
-    if (chunk % per_ == 0 && table_.cell_of(chunk / per_) < 0) open_page(chunk / per_);
+    if (!prefilling_ && chunk % per_ == 0 && table_.cell_of(chunk / per_) < 0) open_page(chunk / per_);
     e.append(entry, table_);
     k.append(key, table_);
     if (auto t = target_index(layer); t >= 0) {
@@ -123,6 +131,7 @@ class Lookahead {
   // ---- Level 2 --------------------------------------------------------------------------------------
   // Whether chunk `chunk` of `layer` can be read from the reserve now.
   bool readable(index_t layer, index_t chunk) const {
+    if (prefilling_) return chunk < entries(layer).mirror.num_chunks();
     index_t cell = table_.cell_of(chunk / per_);
     return cell >= 0 && chunk % per_ < entries(layer).reserve.written(cell) && chunk % per_ < keys(layer).reserve.written(cell);
   }
@@ -138,7 +147,7 @@ class Lookahead {
       if (readable(layer, c)) chunks.push_back(static_cast<std::int32_t>(c)), rows.push_back(row_of(c));
     auto m = static_cast<index_t>(rows.size());
     std::vector<float> k(static_cast<std::size_t>(m * d)), s(static_cast<std::size_t>(m));
-    ks.reserve.gather(rows, matrix_view<float>(k.data(), m, d));
+    read(ks, rows, matrix_view<float>(k.data(), m, d));
     indexer::index_scores(q, w, matrix_view<float const>(k.data(), m, d), s);
     std::fill(scores.begin(), scores.end(), -std::numeric_limits<float>::infinity());
     for (std::size_t i = 0; i < chunks.size(); ++i) scores[static_cast<std::size_t>(chunks[i])] = s[i];
@@ -156,12 +165,10 @@ class Lookahead {
     return s;
   }
 
-  void gather(index_t layer, std::span<std::int32_t const> rows, matrix_view<float> out) const {
-    entries(layer).reserve.gather(rows, out);
-  }
+  void gather(index_t layer, std::span<std::int32_t const> rows, matrix_view<float> out) const { read(entries(layer), rows, out); }
 
   // ---- Level 1 --------------------------------------------------------------------------------------
-  bool boundary_due(index_t tokens) const noexcept { return windows_ == 0 || (position_ + tokens) / tau_ > position_ / tau_; }
+  bool boundary_due(index_t tokens) const noexcept { return prefilling_ || windows_ == 0 || (position_ + tokens) / tau_ > position_ / tau_; }
 
   void offer(index_t layer, TargetInput const& in) {
     check_layer(layer);
@@ -183,7 +190,21 @@ class Lookahead {
     if (tokens <= 0) fail(errc::invalid_argument, "Lookahead: a step of ", tokens, " tokens");
     bool boundary = boundary_due(tokens);
     position_ += tokens;
-    if (boundary) refresh();
+    if (boundary && !prefilling_) refresh();
+  }
+
+  // Ends a full-KV prefill (LookaheadOptions::full_prefill): the reserve gets `reserve_cells` cells, and Level 1
+  // runs with the inputs of the last step; its set is recalled from the mirrors and serves the next window.
+  void hand_over(index_t reserve_cells) {
+    if (!prefilling_) fail(errc::invalid_argument, "Lookahead: hand_over() ends a full-KV prefill, and none is running");
+    if (reserve_cells < 0) fail(errc::invalid_argument, "Lookahead: hand_over() to a reserve of ", reserve_cells, " cells");
+    for (auto& s : entries_) s.reserve = decltype(s.reserve)(s.layout(), reserve_cells, allocator_);
+    for (auto& s : keys_) s.reserve = decltype(s.reserve)(s.layout(), reserve_cells, allocator_);
+    options_.reserve_cells = reserve_cells;
+    table_ = store::ChunkCellTable(reserve_cells, per_);
+    lru_ = recall::CellLru(reserve_cells);
+    prefilling_ = false;
+    refresh();
   }
 
   // Runs Level 1 now: score every chunk, select, recall, publish.
@@ -230,6 +251,7 @@ class Lookahead {
     for (auto& k : target_keys_) k.clear();
     future_.clear();
     position_ = windows_ = 0;
+    prefilling_ = options_.full_prefill;
     stats_ = {};
   }
 
@@ -237,12 +259,17 @@ class Lookahead {
   index_t csa_layers() const noexcept { return static_cast<index_t>(entries_.size()); }
   index_t tau() const noexcept { return tau_; }
   index_t position() const noexcept { return position_; }
+  // Whether a full-KV prefill is running (LookaheadOptions::full_prefill, until hand_over()).
+  bool prefilling() const noexcept { return prefilling_; }
   LookaheadOptions const& options() const noexcept { return options_; }
   residency::ResidentSet const& resident_set() const noexcept { return current_; }
   store::ChunkCellTable const& table() const noexcept { return table_; }
   EntryStore const& entries(index_t layer) const { return entries_.at(static_cast<std::size_t>(layer)); }
   KeyStore const& keys(index_t layer) const { return keys_.at(static_cast<std::size_t>(layer)); }
   LookaheadStats const& stats() const noexcept { return stats_; }
+  // The scorer and the policy, replaceable between windows (one prefill, several policies compared).
+  Scorer& scorer() noexcept { return scorer_; }
+  Policy& policy() noexcept { return policy_; }
   Policy const& policy() const noexcept { return policy_; }
 
   FootprintReport footprint() const {
@@ -265,7 +292,16 @@ class Lookahead {
   void check_layer(index_t layer) const {
     if (layer < 0 || layer >= csa_layers()) fail(errc::invalid_argument, "Lookahead: CSA layer ", layer, " of ", csa_layers());
   }
-  std::int32_t row_of(index_t chunk) const { return static_cast<std::int32_t>(table_.cell_of(chunk / per_) * per_ + chunk % per_); }
+  // Pool rows: reserve rows (cell · chunks per page + slot), or chunk indices in the mirror while prefilling.
+  std::int32_t row_of(index_t chunk) const {
+    return static_cast<std::int32_t>(prefilling_ ? chunk : table_.cell_of(chunk / per_) * per_ + chunk % per_);
+  }
+  template <class Store>
+  void read(Store const& s, std::span<std::int32_t const> rows, matrix_view<float> out) const {
+    if (!prefilling_) return s.reserve.gather(rows, out);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      s.mirror.decode(rows[i], {&out(static_cast<index_t>(i), 0), static_cast<std::size_t>(out.extent(1))});
+  }
   index_t target_index(index_t layer) const {
     auto it = std::find(options_.target_layers.begin(), options_.target_layers.end(), layer);
     return it == options_.target_layers.end() ? -1 : static_cast<index_t>(it - options_.target_layers.begin());
@@ -292,6 +328,7 @@ class Lookahead {
   LookaheadOptions options_;
   index_t tau_;
   index_t per_;
+  bool prefilling_;
   Allocator allocator_;
   std::vector<EntryStore> entries_;
   std::vector<KeyStore> keys_;

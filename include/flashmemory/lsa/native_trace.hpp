@@ -13,6 +13,12 @@
 // The labels of the window that follows a boundary step ending at position p mark every chunk that existed after
 // that step and that a step ending in (p, next window end] selected: exactly what the native top-k of the next
 // window reads among the chunks Level 1 can see (chunks born during the window are the append path's business).
+//
+// Golden labels (lsa.md §4), the Memory Indexer's training targets, are the filtered version, per token: in each
+// CSA layer the nucleus of the native top-k (softmax over its k scores, the smallest prefix holding mass p, at
+// least the best chunk) votes for its chunks; a chunk is golden at that token when ≥ θ layers vote for it.
+// golden(t, τ) is the union over the tokens t+1 … t+τ. The trace also keeps the Level-1 input each CSA layer
+// was last offered (the hidden states a dump writes next to the labels).
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -21,12 +27,20 @@
 #include <flashmemory/lsa/full_resident.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <utility>
 #include <vector>
 
 namespace flashmemory::lsa {
+
+// The filter of golden labels: nucleus mass p and layer votes θ (published: 0.6 and 3 of 21 CSA layers).
+struct GoldenFilter {
+  double nucleus_p = 0.6;
+  index_t votes = 3;
+};
 
 template <kv_controller Inner = FullResident<>>
 class NativeTrace {
@@ -38,8 +52,9 @@ class NativeTrace {
     std::vector<std::int32_t> selected;  // chunks the step's top-k read in any layer, ascending, unique
   };
 
-  explicit NativeTrace(Inner inner) : inner_(std::move(inner)) {}
+  explicit NativeTrace(Inner inner, GoldenFilter filter = {}) : inner_(std::move(inner)), filter_(filter) {}
 
+  Inner& inner() noexcept { return inner_; }
   Inner const& inner() const noexcept { return inner_; }
   std::span<Step const> steps() const noexcept { return steps_; }
 
@@ -51,16 +66,33 @@ class NativeTrace {
   void score(index_t layer, matrix_view<float const> q, vector_view<float const> w, std::span<float> scores) const {
     inner_.score(layer, q, w, scores);
   }
+  // Recording does not change what is read. The decoder selects token by token within a layer, so the i-th
+  // call of a layer in a step belongs to the step's i-th token.
   Selection select(index_t layer, std::span<float const> scores, index_t k) const {
     Selection s = inner_.select(layer, scores, k);
-    pending_.insert(pending_.end(), s.chunks.begin(), s.chunks.end());  // recording does not change what is read
+    pending_.insert(pending_.end(), s.chunks.begin(), s.chunks.end());
+    if (static_cast<std::size_t>(layer) >= calls_.size()) calls_.resize(static_cast<std::size_t>(layer) + 1, 0);
+    index_t token = position_ + calls_[static_cast<std::size_t>(layer)]++;
+    vote(token, scores, s.chunks);
     return s;
   }
   void gather(index_t layer, std::span<std::int32_t const> rows, matrix_view<float> out) const { inner_.gather(layer, rows, out); }
   bool boundary_due(index_t tokens) const { return inner_.boundary_due(tokens); }
-  void offer(index_t layer, TargetInput const& in) { inner_.offer(layer, in); }
+  void offer(index_t layer, TargetInput const& in) {
+    inner_.offer(layer, in);
+    if (static_cast<std::size_t>(layer) >= hidden_.size()) hidden_.resize(static_cast<std::size_t>(layer) + 1);
+    hidden_[static_cast<std::size_t>(layer)].assign(in.hidden.begin(), in.hidden.end());
+  }
   void end_step(index_t tokens) {
     inner_.end_step(tokens);
+    for (index_t t = position_; t < position_ + tokens; ++t) {
+      std::vector<std::int32_t> chosen;
+      for (auto [chunk, n] : votes_[t])
+        if (n >= filter_.votes) chosen.push_back(chunk);
+      golden_.push_back(std::move(chosen));
+      votes_.erase(t);
+    }
+    std::fill(calls_.begin(), calls_.end(), 0);
     position_ += tokens;
     std::sort(pending_.begin(), pending_.end());
     pending_.erase(std::unique(pending_.begin(), pending_.end()), pending_.end());
@@ -70,11 +102,32 @@ class NativeTrace {
   FootprintReport footprint() const { return inner_.footprint(); }
   void reset() {
     inner_.reset();
-    steps_.clear(), pending_.clear();
+    steps_.clear(), pending_.clear(), calls_.clear(), votes_.clear(), golden_.clear(), hidden_.clear();
     position_ = chunks_ = 0;
   }
 
   // ---- labels --------------------------------------------------------------------------------------
+  GoldenFilter const& filter() const noexcept { return filter_; }
+  // The hidden state CSA layer `layer` was last offered (empty before its first offer).
+  std::span<float const> offered_hidden(index_t layer) const {
+    return static_cast<std::size_t>(layer) < hidden_.size() ? std::span<float const>(hidden_[static_cast<std::size_t>(layer)])
+                                                            : std::span<float const>{};
+  }
+  // Golden chunks of the token at `position` (ascending), once its step has ended.
+  std::span<std::int32_t const> golden(index_t position) const {
+    if (position < 0 || position >= static_cast<index_t>(golden_.size()))
+      fail(errc::invalid_argument, "NativeTrace: no golden labels at position ", position, " (", golden_.size(), " tokens traced)");
+    return golden_[static_cast<std::size_t>(position)];
+  }
+  // Per chunk < chunks: 1 if golden at any token of t+1 … t+τ that was traced.
+  std::vector<std::uint8_t> golden_window(index_t t, index_t tau, index_t chunks) const {
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(chunks), 0);
+    for (index_t i = t + 1; i <= t + tau && i < static_cast<index_t>(golden_.size()); ++i)
+      for (std::int32_t c : golden(i))
+        if (c < chunks) out[static_cast<std::size_t>(c)] = 1;
+    return out;
+  }
+
   // Per chunk that existed after the step ending at `from`: 1 if a step ending in (from, to] selected it.
   std::vector<float> labels(index_t from, index_t to) const {
     auto at = std::find_if(steps_.begin(), steps_.end(), [&](Step const& s) { return s.end == from; });
@@ -100,8 +153,27 @@ class NativeTrace {
   }
 
  private:
+  // One layer's nucleus of a token's top-k (descending scores) votes for its chunks.
+  void vote(index_t token, std::span<float const> scores, std::span<std::int32_t const> chosen) const {
+    if (chosen.empty()) return;
+    double top = scores[static_cast<std::size_t>(chosen[0])], total = 0;
+    for (std::int32_t c : chosen) total += std::exp(double(scores[static_cast<std::size_t>(c)]) - top);
+    auto& ballot = votes_[token];
+    double mass = 0;
+    for (std::int32_t c : chosen) {
+      ++ballot[c];
+      mass += std::exp(double(scores[static_cast<std::size_t>(c)]) - top) / total;
+      if (mass >= filter_.nucleus_p) break;
+    }
+  }
+
   Inner inner_;
+  GoldenFilter filter_;
   mutable std::vector<std::int32_t> pending_;  // selections of the running step
+  mutable std::vector<index_t> calls_;         // select() calls per layer in the running step
+  mutable std::map<index_t, std::map<std::int32_t, index_t>> votes_;  // token → chunk → layers voting
+  std::vector<std::vector<std::int32_t>> golden_;                     // per traced token
+  std::vector<std::vector<float>> hidden_;                            // per CSA layer: the last offered input
   std::vector<Step> steps_;
   index_t position_ = 0, chunks_ = 0;
 };

@@ -54,6 +54,19 @@ class DeviceReserve {
       fail(errc::out_of_memory, "device reserve: cannot allocate ", cells, " cells × ", page_bytes(), " B = ", bytes(),
            " B of ", Allocator::kName, " memory; lower the reserve budget");
   }
+  // A deep copy, of host-accessible reserves only (the host reference; a sequence forked after a shared prefill).
+  DeviceReserve(DeviceReserve const& o)
+    requires(Allocator::kHostAccessible)
+      : DeviceReserve(o.layout_, o.cells_, o.allocator_) {
+    if (data_) std::memcpy(data_, o.data_, bytes());
+    written_ = o.written_;
+  }
+  DeviceReserve& operator=(DeviceReserve const& o)
+    requires(Allocator::kHostAccessible)
+  {
+    if (this != &o) *this = DeviceReserve(o);
+    return *this;
+  }
   DeviceReserve(DeviceReserve&& o) noexcept
       : layout_(o.layout_), cells_(std::exchange(o.cells_, 0)), allocator_(o.allocator_), data_(std::exchange(o.data_, nullptr)),
         written_(std::move(o.written_)) {}

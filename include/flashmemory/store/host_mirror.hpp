@@ -34,6 +34,24 @@ class HostMirror {
  public:
   explicit HostMirror(Layout layout, std::size_t max_bytes = kUnlimited, Allocator allocator = {})
       : layout_(std::move(layout)), max_bytes_(max_bytes), allocator_(std::move(allocator)) {}
+  // A deep copy: every page (a sequence forked after a shared prefill).
+  HostMirror(HostMirror const& o) : layout_(o.layout_), max_bytes_(o.max_bytes_), allocator_(o.allocator_) {
+    for (std::byte const* page : o.pages_) {
+      std::byte* copy = allocator_.allocate(page_bytes());
+      if (!copy) {
+        release();
+        fail(errc::out_of_memory, "host mirror: cannot allocate ", o.allocated_bytes(), " B of ", Allocator::kName,
+             " memory for a copy");
+      }
+      std::memcpy(copy, page, page_bytes());
+      pages_.push_back(copy);
+    }
+    chunks_ = o.chunks_;
+  }
+  HostMirror& operator=(HostMirror const& o) {
+    if (this != &o) *this = HostMirror(o);
+    return *this;
+  }
   HostMirror(HostMirror&& o) noexcept
       : layout_(o.layout_), max_bytes_(o.max_bytes_), allocator_(o.allocator_), pages_(std::exchange(o.pages_, {})),
         chunks_(std::exchange(o.chunks_, 0)) {}
