@@ -7,21 +7,14 @@
 // With no CHECKPOINT the embedded tiny checkpoint is used (FLASHMEMORY_DSV4_TINY_CHECKPOINT, compiled in).
 // This file is host-only; --device cuda goes through cuda_decoder.hpp.
 #include "cuda_decoder.hpp"
+#include "evidence.hpp"
+#include "lsa_parts.hpp"
 
-#include <flashmemory/indexer/memory_indexer.hpp>
-#include <flashmemory/indexer/minmax_bounds.hpp>
-#include <flashmemory/indexer/oracle.hpp>
-#include <flashmemory/indexer/random.hpp>
-#include <flashmemory/indexer/recency.hpp>
-#include <flashmemory/io/safetensors.hpp>
 #include <flashmemory/lsa/lookahead.hpp>
 #include <flashmemory/lsa/native_trace.hpp>
 #include <flashmemory/models/deepseek_v4/decoder.hpp>
 #include <flashmemory/models/deepseek_v4/kv_footprint.hpp>
 #include <flashmemory/models/deepseek_v4/load.hpp>
-#include <flashmemory/residency/densest_pages.hpp>
-#include <flashmemory/residency/threshold.hpp>
-#include <flashmemory/residency/top_fraction.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -35,12 +28,9 @@
 #include <numeric>
 #include <optional>
 #include <random>
-#include <regex>
-#include <set>
 #include <span>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #ifndef FLASHMEMORY_DSV4_TINY_CHECKPOINT
@@ -83,6 +73,20 @@ constexpr char const* kUsage = R"(usage:
   fm-dsv4 --kv-report --context N [--config FILE]
       KV-cache bytes per layer kind at N tokens, bf16 and packed fp8 records;
       FILE is a config.json (default: the embedded tiny checkpoint's)
+  fm-dsv4 [CHECKPOINT] --dump DIR --tasks TASKS [--tau N] [--nucleus-p P] [--votes N]
+      the Memory Indexer's training data (docs/training.md "Dumps"): every task document (prompt and
+      answer) through the float32 decoder with full attention; a sample at every token from the context's
+      separator on: the hidden states entering each CSA layer, the index keys of every chunk and the
+      golden labels (nucleus --nucleus-p of each layer's top-k, default 0.6; --votes layers agreeing,
+      default 2; union over the next --tau tokens, default 64); one safetensors file per document
+  fm-dsv4 [CHECKPOINT] --eval TASKS --out FILE [--indexer FILE] [--modes LIST] [--budget F] [--page N]
+      answers the items of TASKS greedily with each KV mode after one shared full-attention prefill (the
+      prompt on full KV, the answer with LSA, as the paper serves): full, memory_threshold,
+      memory_densest, recency, random, minmax, oracle (default: all; memory_* need --indexer). Equal-
+      budget modes keep --budget of the pages (default 0.125) including a tail of one page; pages of
+      --page chunks (default 16). One JSONL line per item and mode (tools/lsa_table.py: the table)
+    Both read TASKS from tools/make_tasks.py generate and take [--items N] (per task and length),
+    [--lengths L1,L2,...] and [--shard K/N] (items whose index is K mod N: parallel processes)
   fm-dsv4 --help
 )";
 
@@ -115,7 +119,23 @@ struct Options {
   std::optional<fm::index_t> tau, page;
   std::optional<double> budget;
   std::optional<std::filesystem::path> indexer;
+  // Evidence (evidence.hpp)
+  std::optional<std::filesystem::path> dump, tasks, eval, out;
+  fm::index_t items = 0, votes = 2, shard = 0, shards = 1;
+  double nucleus_p = 0.6;
+  std::vector<fm::index_t> lengths;
+  std::vector<std::string> modes;
 };
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> parts;
+  for (std::size_t at = 0; at <= text.size();) {
+    std::size_t end = std::min(text.find(',', at), text.size());
+    if (end > at) parts.emplace_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+  return parts;
+}
 
 bool probability_scorer(std::string_view lsa) { return lsa == "memory" || lsa == "oracle"; }
 
@@ -170,6 +190,25 @@ Options parse_args(int argc, char** argv) {
       if (!(*o.budget > 0 && *o.budget <= 1)) throw Usage("--budget: expected a fraction in (0, 1], found " + std::string(argv[i]));
     } else if (a == "--indexer") o.indexer = std::filesystem::path(value());
     else if (a == "--kv-report") o.kv_report = true;
+    else if (a == "--dump") o.dump = std::filesystem::path(value());
+    else if (a == "--tasks") o.tasks = std::filesystem::path(value());
+    else if (a == "--eval") o.eval = std::filesystem::path(value());
+    else if (a == "--out") o.out = std::filesystem::path(value());
+    else if (a == "--items") o.items = positive(value());
+    else if (a == "--votes") o.votes = positive(value());
+    else if (a == "--nucleus-p") {
+      o.nucleus_p = parse_number<double>(a, value());
+      if (!(o.nucleus_p > 0 && o.nucleus_p <= 1)) throw Usage("--nucleus-p: expected a mass in (0, 1]");
+    } else if (a == "--lengths") {
+      for (auto const& l : split_list(value())) o.lengths.push_back(positive(l));
+    } else if (a == "--modes") o.modes = split_list(value());
+    else if (a == "--shard") {
+      std::string_view v = value();
+      auto slash = v.find('/');
+      if (slash == std::string_view::npos) throw Usage("--shard: expected K/N, found " + std::string(v));
+      o.shard = parse_number<fm::index_t>(a, v.substr(0, slash)), o.shards = positive(v.substr(slash + 1));
+      if (o.shard < 0 || o.shard >= o.shards) throw Usage("--shard: K must be in [0, N), found " + std::string(v));
+    }
     else if (a == "--context") {
       o.context = parse_number<fm::index_t>(a, value());
       if (o.context < 0) throw Usage("--context: expected a token count ≥ 0");
@@ -179,6 +218,14 @@ Options parse_args(int argc, char** argv) {
     else o.checkpoint = a, have_checkpoint = true;
   }
   if (o.kv_report && o.context < 0) throw Usage("--kv-report needs --context N");
+  if (o.dump && o.eval) throw Usage("--dump and --eval are separate runs");
+  if (!o.dump && !o.eval && (o.tasks || o.out || !o.lengths.empty() || !o.modes.empty() || o.items || o.shards > 1))
+    throw Usage("--tasks, --out, --items, --lengths, --modes and --shard belong to --dump or --eval");
+  if (o.dump && !o.tasks) throw Usage("--dump needs the documents: --tasks DIR (tools/make_tasks.py generate)");
+  if (o.eval && !o.out) throw Usage("--eval needs --out FILE (JSONL of predictions)");
+  if ((o.dump || o.eval) && (o.lsa != "off" || o.device != "cpu" || o.kv_report))
+    throw Usage("--dump and --eval run the float32 reference and choose their KV modes themselves: no --lsa, --device or --kv-report");
+  if (o.eval) return o;  // --eval takes --indexer, --budget, --page and --tau without --lsa
   if (!o.kv_report && (o.context >= 0 || o.config)) throw Usage("--context and --config belong to --kv-report");
   if (o.lsa == "off" && (o.policy || o.tau || o.page || o.budget || o.indexer))
     throw Usage("--policy, --tau, --page, --budget and --indexer configure LSA: give --lsa MODE too");
@@ -273,58 +320,14 @@ void progress(fm::index_t done, fm::index_t total) {
 
 // ---- LSA -------------------------------------------------------------------------------------------------
 
-// The Level-1 scorers behind one type per kind of score: probabilities (threshold policies accept them) or not.
-template <bool Probabilities, class... Scorers>
-struct AnyScorer {
-  static constexpr bool kProbabilities = Probabilities;
-  std::variant<Scorers...> scorer;
-  void score(fm::indexer::ScoringContext const& ctx, std::span<float> scores) {
-    std::visit([&](auto& s) { s.score(ctx, scores); }, scorer);
-  }
-};
-using ProbabilityScorer = AnyScorer<true, fm::indexer::MemoryIndexer, fm::indexer::Oracle>;
-using BudgetScorer = AnyScorer<false, fm::indexer::Recency, fm::indexer::Random, fm::indexer::MinMaxBounds>;
-
-struct AnyPolicy {
-  std::variant<fm::residency::Threshold, fm::residency::DensestPages, fm::residency::TopFraction> policy;
-  fm::residency::ResidentSet select(fm::residency::SelectionContext const& ctx) const {
-    return std::visit([&](auto const& p) { return p.select(ctx); }, policy);
-  }
-};
+using fm_dsv4::AnyPolicy;
+using fm_dsv4::BudgetScorer;
+using fm_dsv4::ProbabilityScorer;
+using fm_dsv4::load_memory_indexer;
+using fm_dsv4::make_policy;
 
 template <class Scorer>
 using LsaKv = fm::lsa::Lookahead<Scorer, AnyPolicy>;
-
-// The Memory Indexer of `file` for this model: one target CSA layer per retrievers.l{L}, sizes from the tensors,
-// the query roped like the model's indexer; the reference decoder's index keys are not Hadamard-rotated.
-fm::indexer::MemoryIndexer load_memory_indexer(std::filesystem::path const& path, v4::Config const& c, std::vector<fm::index_t>& targets) {
-  auto file = fm::io::SafetensorsFile::open(path);
-  std::regex name(R"(retrievers\.l(\d+)\.wq_a\.weight)");
-  std::set<fm::index_t> layers;
-  for (std::string const& n : file.names())
-    if (std::smatch m; std::regex_match(n, m, name)) layers.insert(std::stoll(m[1].str()));
-  if (layers.empty()) throw std::runtime_error(path.string() + ": no Memory Indexer tensors (retrievers.l{L}.wq_a.weight)");
-  fm::index_t csa = c.count(v4::LayerKind::csa);
-  if (*layers.rbegin() >= csa)
-    throw std::runtime_error(path.string() + ": retrievers.l" + std::to_string(*layers.rbegin()) + " names a CSA layer, but the model has " +
-                             std::to_string(csa) + " CSA layers");
-  targets.assign(layers.begin(), layers.end());
-  auto const& wq_a = file.info("retrievers.l" + std::to_string(targets[0]) + ".wq_a.weight").shape;
-  auto const& wq_b = file.info("retrievers.l" + std::to_string(targets[0]) + ".wq_b.weight").shape;
-  if (wq_a.size() != 2 || wq_b.size() != 2 || wq_b[0] % c.index_head_dim != 0)
-    throw std::runtime_error(path.string() + ": wq_a / wq_b of retrievers.l" + std::to_string(targets[0]) +
-                             " are not [rank, D] / [heads · " + std::to_string(c.index_head_dim) + ", rank]");
-  fm::indexer::MemoryIndexerConfig mc;
-  mc.hidden_size = c.hidden_size, mc.rank = wq_a[0], mc.heads = wq_b[0] / c.index_head_dim, mc.head_dim = c.index_head_dim;
-  mc.rope_dim = c.qk_rope_head_dim, mc.rope = c.rope_compress, mc.hadamard = false;
-  return fm::indexer::MemoryIndexer::load(file, mc, targets);
-}
-
-AnyPolicy make_policy(std::string const& name, double budget) {
-  if (name == "threshold") return {fm::residency::Threshold{0.5}};
-  if (name == "densest") return {fm::residency::DensestPages{.kmax_fraction = budget}};
-  return {fm::residency::TopFraction{budget}};
-}
 
 // The GPU side of the CSA layers' KV, and what LSA did to keep it small.
 void print_lsa_report(fm::lsa::FootprintReport const& f, fm::lsa::LookaheadStats const* stats = nullptr,
@@ -499,6 +502,23 @@ int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std:
   return 0;
 }
 
+// --dump and --eval (evidence.hpp) on the float32 reference decoder.
+int evidence(Options const& o) {
+  auto [config, weights] = v4::load_model(o.checkpoint);
+  fm_dsv4::TaskSelection tasks{.dir = o.dump ? *o.tasks : *o.eval, .items = o.items, .lengths = o.lengths, .shard = o.shard,
+                               .shards = o.shards};
+  if (o.dump) {
+    fm_dsv4::dump_labels(config, std::move(weights),
+                         {.tasks = tasks, .out = *o.dump, .tau = o.tau.value_or(64), .chunk = o.chunk,
+                          .filter = {.nucleus_p = o.nucleus_p, .votes = o.votes}});
+    return 0;
+  }
+  fm_dsv4::evaluate(config, std::move(weights),
+                    {.tasks = tasks, .out = *o.out, .indexer = o.indexer, .modes = o.modes, .budget = o.budget.value_or(0.125),
+                     .page = o.page.value_or(16), .tau = o.tau.value_or(64), .chunk = o.chunk});
+  return 0;
+}
+
 int generate(Options const& o) {
   // Before loading anything: is there a device (and a CUDA build)?
   std::string device = "cpu (float32 reference)";
@@ -561,7 +581,7 @@ int main(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    return o.kv_report ? kv_report(o) : generate(o);
+    return o.kv_report ? kv_report(o) : o.dump || o.eval ? evidence(o) : generate(o);
   } catch (Usage const& e) {
     std::fprintf(stderr, "fm-dsv4: %s\n(run fm-dsv4 --help for usage)\n", e.what());
     return 2;

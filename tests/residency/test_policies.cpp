@@ -125,6 +125,10 @@ TEST_CASE("TopFraction keeps a fixed budget of pages by summed score, any scores
   CHECK(worst_kept >= best_dropped);
   CHECK(TopFraction{0.0}.select(ctx).pages.empty());
   CHECK(TopFraction{1.0}.select(ctx).pages.size() == 100);
+  // A count replaces the fraction: the best 7 pages, the first 7 of the best 25.
+  auto seven = TopFraction{.fraction = 0.25, .count = 7}.select(ctx);
+  REQUIRE(seven.pages.size() == 7);
+  for (index_t p : seven.pages) CHECK(set.contains_page(p));
 }
 
 TEST_CASE("Fallback fires above the limit: full or a bounded wider budget, and says so", "[residency]") {

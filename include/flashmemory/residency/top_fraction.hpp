@@ -1,6 +1,6 @@
 // flashmemory/residency/top_fraction.hpp — a fixed budget of pages, by score (equal-budget baselines).
 //
-// Keeps ⌈fraction · pages⌉ pages, those with the highest sum of chunk scores (for probabilities: the
+// Keeps ⌈fraction · pages⌉ pages (or exactly `count` when it is positive), those with the highest sum of chunk scores (for probabilities: the
 // expected number of needed chunks in the page); ties go to the newer page. With the same fraction, every
 // scorer (recency, random, oracle, bounds, the Memory Indexer) gets the same GPU budget, which is how the
 // baselines of lsa.md §5 are compared. Any scores work.
@@ -16,8 +16,11 @@ namespace flashmemory::residency {
 
 struct TopFraction {
   double fraction = 0.1;
+  index_t count = 0;  // a fixed number of pages instead of a fraction (the rest of a budget beside a tail)
 
-  constexpr index_t budget(index_t pages) const { return static_cast<index_t>(std::ceil(fraction * static_cast<double>(pages))); }
+  constexpr index_t budget(index_t pages) const {
+    return count > 0 ? count : static_cast<index_t>(std::ceil(fraction * static_cast<double>(pages)));
+  }
 
   ResidentSet select(SelectionContext const& ctx) const {
     detail::check_scores(ctx, "TopFraction");

@@ -1,0 +1,344 @@
+// evidence.cpp — fm-dsv4 --dump and --eval (evidence.hpp), on the float32 reference decoder.
+#include "evidence.hpp"
+
+#include "lsa_parts.hpp"
+
+#include <flashmemory/io/json.hpp>
+#include <flashmemory/io/safetensors_writer.hpp>
+#include <flashmemory/lsa/lookahead.hpp>
+#include <flashmemory/models/deepseek_v4/decoder.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <numeric>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace fm_dsv4 {
+namespace {
+
+using fm::index_t;
+using Clock = std::chrono::steady_clock;
+
+struct TaskItem {
+  std::string id, task;
+  index_t length = 0;
+  std::vector<index_t> prompt, answer;
+  index_t context_end = 0;  // position of the separator after the context: questions and answers follow
+};
+
+std::vector<index_t> ids_of(nlohmann::json const& v, std::string const& where) {
+  if (!v.is_array() || v.empty()) throw std::runtime_error(where + ": expected a non-empty array of token ids");
+  std::vector<index_t> ids;
+  for (auto const& x : v) ids.push_back(x.get<index_t>());
+  return ids;
+}
+
+// The items of a task directory that `s` selects, in manifest order.
+std::vector<TaskItem> read_tasks(TaskSelection const& s) {
+  nlohmann::json manifest = fm::io::load_json(s.dir / "manifest.json");
+  if (manifest.value("format", "") != "flashmemory-tasks-v1")
+    throw std::runtime_error((s.dir / "manifest.json").string() + ": not a task manifest of tools/make_tasks.py (format \"" +
+                             manifest.value("format", "") + "\", expected \"flashmemory-tasks-v1\")");
+  auto const sep = manifest.at("specials").at("sep").get<index_t>();
+  std::vector<TaskItem> items;
+  for (auto const& file : manifest.at("files")) {
+    auto length = file.at("length").get<index_t>();
+    if (!s.lengths.empty() && std::find(s.lengths.begin(), s.lengths.end(), length) == s.lengths.end()) continue;
+    auto path = s.dir / file.at("path").get<std::string>();
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error(path.string() + ": cannot open (named by the manifest)");
+    std::string line;
+    for (index_t index = 0; std::getline(in, line) && (s.items == 0 || index < s.items); ++index) {
+      if (index % s.shards != s.shard) continue;
+      std::string where = path.string() + ":" + std::to_string(index + 1);
+      nlohmann::json j = fm::io::parse_json(line, where);
+      TaskItem item{j.at("id").get<std::string>(), j.at("task").get<std::string>(), length, ids_of(j.at("prompt"), where + " prompt"),
+                    ids_of(j.at("answer"), where + " answer")};
+      auto at = std::find(item.prompt.begin(), item.prompt.end(), sep);
+      if (at == item.prompt.end()) throw std::runtime_error(where + ": the prompt has no separator token " + std::to_string(sep));
+      item.context_end = at - item.prompt.begin();
+      items.push_back(std::move(item));
+    }
+  }
+  if (items.empty()) throw std::runtime_error(s.dir.string() + ": no task items selected");
+  return items;
+}
+
+std::vector<index_t> all_csa_layers(v4::Config const& c) {
+  std::vector<index_t> layers(static_cast<std::size_t>(c.count(v4::LayerKind::csa)));
+  std::iota(layers.begin(), layers.end(), 0);
+  return layers;
+}
+
+template <class T>
+void add_tensor(fm::io::SafetensorsWriter& w, std::string name, fm::dtype type, std::vector<std::int64_t> shape, std::vector<T> const& v) {
+  w.add(std::move(name), type, std::move(shape), std::as_bytes(std::span(v)));
+}
+
+index_t argmax(std::span<float const> v) { return std::max_element(v.begin(), v.end()) - v.begin(); }
+
+}  // namespace
+
+// ---- --dump -----------------------------------------------------------------------------------------------
+
+void dump_labels(v4::Config const& config, v4::Weights weights, DumpSettings const& s) {
+  // Full attention that offers every step's Level-1 inputs: a Lookahead in its full-KV prefill, never handed
+  // over (the native model), traced for labels and hidden states.
+  using Kv = fm::lsa::Lookahead<fm::indexer::Recency, fm::residency::TopFraction>;
+  using Trace = fm::lsa::NativeTrace<Kv>;
+  std::vector<index_t> layers = all_csa_layers(config);
+  if (layers.empty()) throw std::runtime_error("--dump: the model has no CSA layers, so no chunks to label");
+  index_t const csa = static_cast<index_t>(layers.size()), D = config.hidden_size, d = config.index_head_dim;
+  v4::Decoder<fm::cpu::Backend, Trace> model(
+      config, std::move(weights),
+      Trace(Kv({}, {}, v4::entry_layout(config), v4::key_layout(config), {.csa_layers = csa, .full_prefill = true}), s.filter));
+  std::filesystem::create_directories(s.out);
+  std::vector<TaskItem> items = read_tasks(s.tasks);
+  nlohmann::json files = nlohmann::json::array();
+  double positives = 0, candidates = 0, samples_total = 0;
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    TaskItem const& item = items[i];
+    std::vector<index_t> ids = item.prompt;
+    ids.insert(ids.end(), item.answer.begin(), item.answer.end());
+    auto const n = static_cast<index_t>(ids.size());
+    model.reset();
+    std::vector<std::int64_t> positions, chunks;
+    std::vector<std::vector<float>> hidden(static_cast<std::size_t>(csa));
+    // The context in steps of `chunk` tokens up to the separator, then token by token: a sample after every
+    // step from the separator on (the question and answer tokens are what decode steps see).
+    for (index_t at = 0; at < n;) {
+      index_t len = at <= item.context_end ? std::min(s.chunk, item.context_end + 1 - at) : 1;
+      model.forward(std::span(ids).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(len)));
+      at += len;
+      index_t t = at - 1;
+      if (t < item.context_end) continue;
+      if (t + 1 >= n) break;  // no window after the last token
+      positions.push_back(t);
+      chunks.push_back(model.kv().inner().entries(0).mirror.num_chunks());
+      for (index_t l = 0; l < csa; ++l) {
+        auto h = model.kv().offered_hidden(l);
+        hidden[static_cast<std::size_t>(l)].insert(hidden[static_cast<std::size_t>(l)].end(), h.begin(), h.end());
+      }
+    }
+    auto const S = static_cast<index_t>(positions.size());
+    index_t const N = model.kv().inner().entries(0).mirror.num_chunks();
+    std::vector<std::uint8_t> labels(static_cast<std::size_t>(S * N), 0);
+    for (index_t k = 0; k < S; ++k) {
+      auto window = model.kv().golden_window(positions[static_cast<std::size_t>(k)], s.tau, chunks[static_cast<std::size_t>(k)]);
+      std::copy(window.begin(), window.end(), labels.begin() + k * N);
+      positives += static_cast<double>(std::count(window.begin(), window.end(), 1));
+      candidates += static_cast<double>(window.size());
+    }
+    samples_total += static_cast<double>(S);
+
+    fm::io::SafetensorsWriter w;
+    add_tensor(w, "positions", fm::dtype::i64, {S}, positions);
+    add_tensor(w, "num_chunks", fm::dtype::i64, {S}, chunks);
+    for (index_t l = 0; l < csa; ++l) {
+      add_tensor(w, "hidden.l" + std::to_string(l), fm::dtype::f32, {S, D}, hidden[static_cast<std::size_t>(l)]);
+      std::vector<float> keys(static_cast<std::size_t>(N * d));
+      auto const& mirror = model.kv().inner().keys(l).mirror;
+      for (index_t c = 0; c < N; ++c) mirror.decode(c, std::span(keys).subspan(static_cast<std::size_t>(c * d), static_cast<std::size_t>(d)));
+      add_tensor(w, "keys.l" + std::to_string(l), fm::dtype::f32, {N, d}, keys);
+    }
+    add_tensor(w, "labels", fm::dtype::u8, {S, N}, labels);
+    std::string targets;
+    for (index_t l : layers) {
+      if (!targets.empty()) targets += ',';
+      targets += std::to_string(l);
+    }
+    std::map<std::string, std::string> meta = {
+        {"schema", "flashmemory.dump.v1"},       {"id", item.id},
+        {"task", item.task},                     {"length", std::to_string(item.length)},
+        {"prompt_tokens", std::to_string(item.prompt.size())},
+        {"tau", std::to_string(s.tau)},          {"context_end", std::to_string(item.context_end)},
+        {"nucleus_p", std::to_string(s.filter.nucleus_p)},
+        {"votes", std::to_string(s.filter.votes)},
+        {"index_topk", std::to_string(config.index_topk)},
+        {"target_layers", targets},              {"hidden_size", std::to_string(D)},
+        {"index_head_dim", std::to_string(d)},   {"rope_dim", std::to_string(config.qk_rope_head_dim)},
+        {"rope_theta", std::to_string(config.rope_compress.theta)},
+        {"compress_rate", std::to_string(config.compress_rate_csa)}};
+    for (auto const& [k, v] : meta) w.set_metadata(k, v);
+    std::string name = item.id;
+    std::replace(name.begin(), name.end(), '/', '-');
+    w.write(s.out / (name + ".safetensors"));
+    files.push_back({{"id", item.id}, {"path", name + ".safetensors"}, {"samples", S}, {"chunks", N}});
+    std::fprintf(stderr, "\rdump %zu/%zu  %s: %lld samples, %lld chunks, %.1f s", i + 1, items.size(), item.id.c_str(),
+                 static_cast<long long>(S), static_cast<long long>(N), std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::fprintf(stderr, "\n");
+  nlohmann::json manifest = {{"schema", "flashmemory.dump.v1"},
+                             {"tau", s.tau},
+                             {"nucleus_p", s.filter.nucleus_p},
+                             {"votes", s.filter.votes},
+                             {"files", files},
+                             {"mean_positives_per_sample", samples_total > 0 ? positives / samples_total : 0.0},
+                             {"positive_fraction", candidates > 0 ? positives / candidates : 0.0}};
+  std::string manifest_name = s.tasks.shards > 1 ? "manifest." + std::to_string(s.tasks.shard) + ".json" : "manifest.json";
+  std::ofstream(s.out / manifest_name) << manifest.dump(1) << "\n";
+  std::printf("dumped %zu documents, %.0f samples to %s: %.1f golden chunks per sample (%.2f%% of the candidates), "
+              "nucleus p %.2f, %lld of %lld CSA layers voting, τ %lld\n",
+              items.size(), samples_total, s.out.string().c_str(), samples_total > 0 ? positives / samples_total : 0.0,
+              candidates > 0 ? 100.0 * positives / candidates : 0.0, s.filter.nucleus_p, static_cast<long long>(s.filter.votes),
+              static_cast<long long>(layers.size()), static_cast<long long>(s.tau));
+}
+
+// ---- --eval -----------------------------------------------------------------------------------------------
+
+namespace {
+
+// Every Level-1 scorer in one type, so that one prefilled sequence can be forked into every mode. The eval picks
+// threshold policies only for the Memory Indexer and the oracle, whose scores are probabilities.
+using EvalScorer = AnyScorer<true, fm::indexer::MemoryIndexer, fm::indexer::Oracle, fm::indexer::Recency, fm::indexer::Random,
+                             fm::indexer::MinMaxBounds>;
+using EvalLookahead = fm::lsa::Lookahead<EvalScorer, AnyPolicy>;
+using EvalModel = v4::Decoder<fm::cpu::Backend, fm::lsa::NativeTrace<EvalLookahead>>;
+
+struct Answer {
+  std::vector<index_t> generated;
+  double seconds = 0;
+  index_t decoded = 0;  // tokens decoded (the first comes from the prefill's logits)
+};
+
+// Greedy answer of at most `limit` tokens, stopping at an end-of-sequence token.
+Answer answer(EvalModel& model, std::vector<float> logits, index_t limit) {
+  Answer a;
+  auto t0 = Clock::now();
+  auto const& eos = model.config().eos_token_ids;
+  for (index_t i = 0; i < limit; ++i) {
+    index_t next = argmax(logits);
+    a.generated.push_back(next);
+    if (std::find(eos.begin(), eos.end(), next) != eos.end() || i + 1 == limit) break;
+    logits = model.forward(std::span(&next, 1));
+    ++a.decoded;
+  }
+  a.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return a;
+}
+
+}  // namespace
+
+void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const& s) {
+  std::vector<std::string> modes = s.modes;
+  if (modes.empty())
+    for (char const* m : kEvalModes)
+      if (s.indexer || !std::string(m).starts_with("memory")) modes.push_back(m);
+  std::optional<fm::indexer::MemoryIndexer> indexer;
+  std::vector<index_t> targets = all_csa_layers(config);
+  if (targets.empty()) throw std::runtime_error("--eval: the model has no CSA layers, so nothing for LSA to keep");
+  for (auto const& m : modes) {
+    if (std::find(std::begin(kEvalModes), std::end(kEvalModes), m) == std::end(kEvalModes))
+      throw std::runtime_error("--modes: unknown mode \"" + m + "\"");
+    if (m.starts_with("memory") && !s.indexer) throw std::runtime_error("--modes " + m + " needs the Memory Indexer: --indexer FILE");
+  }
+  if (s.indexer) indexer = load_memory_indexer(*s.indexer, config, targets);
+
+  index_t const per = s.page, tail = s.tail_pages * per;
+  EvalModel base(config, std::move(weights),
+                 fm::lsa::NativeTrace<EvalLookahead>(EvalLookahead({fm::indexer::Recency{}}, {}, v4::entry_layout(config, per),
+                                                                   v4::key_layout(config, per),
+                                                                   {.csa_layers = static_cast<index_t>(all_csa_layers(config).size()),
+                                                                    .target_layers = targets,
+                                                                    .tau = s.tau,
+                                                                    .full_prefill = true})));
+  std::vector<TaskItem> items = read_tasks(s.tasks);
+  std::ofstream out(s.out);
+  if (!out) throw std::runtime_error(s.out.string() + ": cannot write");
+  std::map<std::string, std::pair<index_t, index_t>> tally;  // mode → (correct, items), for the progress line
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    TaskItem const& item = items[i];
+    auto const P = static_cast<index_t>(item.prompt.size()), limit = static_cast<index_t>(item.answer.size());
+    base.reset();
+    std::vector<float> logits;
+    auto tp = Clock::now();
+    for (index_t at = 0; at < P; at += s.chunk)
+      logits = base.forward(std::span(item.prompt).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(std::min(s.chunk, P - at))));
+    double prefill_s = std::chrono::duration<double>(Clock::now() - tp).count();
+    index_t const pages = base.kv().inner().entries(0).mirror.num_pages();
+    index_t const budget = std::max<index_t>(s.tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages))));
+
+    std::optional<EvalModel> full;  // the oracle's labels come from the full-attention answer
+    auto run_mode = [&](std::string const& mode) {
+      EvalModel m = base;
+      auto& kv = m.kv().inner();
+      fm::residency::RecencyTail recent{tail};
+      index_t cells = budget + 1;  // + the page a decode step opens
+      if (mode == "memory_threshold" || mode == "oracle") {
+        kv.policy() = {WithTail<fm::residency::Threshold>(fm::residency::Threshold{0.5}, recent)};
+        cells = pages + 1;  // a threshold set has no fixed size: what it holds is reported, not what is set aside
+      } else if (mode == "memory_densest") {
+        kv.policy() = {WithTail<fm::residency::DensestPages>(fm::residency::DensestPages{.kmax = budget - s.tail_pages}, recent)};
+      } else if (mode == "recency") {
+        kv.policy() = {fm::residency::TopFraction{.count = budget}};
+      } else if (mode != "full") {
+        kv.policy() = {WithTail<fm::residency::TopFraction>(fm::residency::TopFraction{.count = budget - s.tail_pages}, recent)};
+      }
+      if (mode.starts_with("memory")) kv.scorer() = {*indexer};
+      else if (mode == "random") kv.scorer() = {fm::indexer::Random(std::hash<std::string>{}(item.id))};
+      else if (mode == "minmax") kv.scorer() = {fm::indexer::MinMaxBounds{.chunks_per_page = per}};
+      else if (mode == "oracle") {
+        kv.scorer() = {fm::indexer::Oracle{}};
+        kv.offer_future(full->kv().labels(P, P + s.tau));
+      }
+      index_t resident = pages;
+      fm::lsa::KindFootprint footprint;
+      if (mode != "full") {
+        kv.hand_over(cells);
+        resident = kv.table().resident_pages();
+        footprint = kv.footprint().total();
+      } else {
+        footprint = kv.footprint().total();
+        footprint.resident_bytes = footprint.full_bytes;
+      }
+      Answer a = answer(m, logits, limit);
+      auto const& stats = kv.stats();
+      nlohmann::json line = {{"id", item.id},
+                             {"task", item.task},
+                             {"length", item.length},
+                             {"mode", mode},
+                             {"generated", a.generated},
+                             {"answer", item.answer},
+                             {"resident_fraction", double(resident) / double(pages)},
+                             {"resident_pages", resident},
+                             {"history_pages", pages},
+                             {"gpu_kv_bytes", footprint.resident_bytes},
+                             {"full_kv_bytes", footprint.full_bytes},
+                             {"reserve_bytes", footprint.reserve_bytes},
+                             {"prefill_s", prefill_s},
+                             {"decode_tokens_per_s", a.decoded > 0 ? double(a.decoded) / a.seconds : 0.0},
+                             {"pages_recalled", stats.recall.pages_fetched},
+                             {"recall_bytes", stats.recall.bytes_moved},
+                             {"fallbacks", stats.fallbacks}};
+      out << line.dump() << "\n";
+      bool correct = std::vector<index_t>(a.generated.begin(), a.generated.begin() + std::min<std::ptrdiff_t>(a.generated.size(), limit)) == item.answer;
+      auto& [right, seen] = tally[mode];
+      right += correct, ++seen;
+      if (mode == "full") full.emplace(std::move(m));
+    };
+    run_mode("full");  // always first: the oracle reads its trace
+    for (std::string const& mode : modes)
+      if (mode != "full") run_mode(mode);
+    out.flush();
+    std::fprintf(stderr, "\reval %zu/%zu (%s, %.1f s):", i + 1, items.size(), item.id.c_str(),
+                 std::chrono::duration<double>(Clock::now() - t0).count());
+    for (auto const& [mode, c] : tally) std::fprintf(stderr, " %s %lld/%lld", mode.c_str(), static_cast<long long>(c.first), static_cast<long long>(c.second));
+  }
+  std::fprintf(stderr, "\n");
+  std::printf("evaluated %zu items × %zu modes → %s\n", items.size(), modes.size(), s.out.string().c_str());
+  for (auto const& [mode, c] : tally)
+    std::printf("  %-18s %lld/%lld exact\n", mode.c_str(), static_cast<long long>(c.first), static_cast<long long>(c.second));
+}
+
+}  // namespace fm_dsv4
