@@ -225,7 +225,8 @@ Options parse_args(int argc, char** argv) {
   if (o.eval && !o.out) throw Usage("--eval needs --out FILE (JSONL of predictions)");
   if ((o.dump || o.eval) && (o.lsa != "off" || o.device != "cpu" || o.kv_report))
     throw Usage("--dump and --eval run the float32 reference and choose their KV modes themselves: no --lsa, --device or --kv-report");
-  if (o.eval) return o;  // --eval takes --indexer, --budget, --page and --tau without --lsa
+  if (o.dump && (o.policy || o.page || o.budget || o.indexer)) throw Usage("--dump takes --tau but no --policy, --page, --budget or --indexer");
+  if (o.dump || o.eval) return o;  // they take --tau (and --eval --indexer, --budget, --page) without --lsa
   if (!o.kv_report && (o.context >= 0 || o.config)) throw Usage("--context and --config belong to --kv-report");
   if (o.lsa == "off" && (o.policy || o.tau || o.page || o.budget || o.indexer))
     throw Usage("--policy, --tau, --page, --budget and --indexer configure LSA: give --lsa MODE too");
