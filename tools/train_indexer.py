@@ -17,7 +17,7 @@ Training: every dump sample with a golden chunk; per sample and step up to 512 p
 highest-scoring non-golden candidates under the current model, by the max over layers); the two negative
 sets are united. Focal loss (γ = 2) of each layer's own sigmoid, averaged over the selected entries and the
 layers. AdamW, weight decay 0.01, cosine to 0 over the planned steps, gradient clip 1.0, seeded random init.
-Documents are split into train / held-out by file name (a stable hash, per task and length).
+Documents are split into train / held-out by file (a stable hash of the name, spread over tasks and lengths).
 
 Report (held-out, and train for comparison), over ALL candidates of every sample: pooled precision / recall /
 F1 at 0.5; recall@K (pooled golden chunks within the top K); recall at the resident budget (keep the best
@@ -101,6 +101,8 @@ def rope(q, cos, sin):
 
 
 class MemoryIndexer(torch.nn.Module):
+    """One tower per target layer, plain RoPE of the dump's rope_theta / rope_dim."""
+
     def __init__(self, meta: dict, rank: int, heads: int):
         super().__init__()
         self.layers = [int(x) for x in meta["target_layers"].split(",") if x]
@@ -122,14 +124,18 @@ class MemoryIndexer(torch.nn.Module):
 
 
 def split(paths: list[Path], metas: list[dict], fraction: float) -> tuple[list[int], list[int]]:
-    """Held-out files: per (task, length), the round(fraction · n) first by a hash of the file name."""
+    """Held-out files: round(fraction · n) (at least one when fraction > 0), taken in turn from the (task,
+    length) groups; within a group by a hash of the file name, so the split does not depend on --seed."""
+    unit = lambda i: int(hashlib.sha256(paths[i].name.encode()).hexdigest(), 16) / 16**64  # in [0, 1)
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(metas):
         groups.setdefault((m.get("task", ""), m.get("length", "")), []).append(i)
-    held = set()
+    turn = {}  # the k-th file of a group of n comes at (k + u) / n: groups give files in proportion to their size
     for members in groups.values():
-        members.sort(key=lambda i: hashlib.sha256(paths[i].name.encode()).hexdigest())
-        held.update(members[: round(fraction * len(members))])
+        for k, i in enumerate(sorted(members, key=unit)):
+            turn[i] = (k + unit(i)) / len(members)
+    count = max(1, round(fraction * len(paths))) if fraction > 0 and len(paths) > 1 else 0
+    held = set(sorted(turn, key=turn.get)[:count])
     return [i for i in range(len(paths)) if i not in held], sorted(held)
 
 
@@ -266,7 +272,7 @@ def main() -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        done, loss_sum, logged = step + 1, loss_sum + float(loss), logged + 1
+        done, loss_sum, logged = step + 1, loss_sum + loss.item(), logged + 1
         if done % max(1, steps // 20) == 0 or done == steps:
             print(f"step {done:>6}/{steps}  focal {loss_sum / logged:.4f}  lr {sched.get_last_lr()[0]:.2e}"
                   f"  {time.time() - T_START:.0f}s", flush=True)
