@@ -32,7 +32,6 @@ struct TaskItem {
   std::string id, task;
   index_t length = 0;
   std::vector<index_t> prompt, answer;
-  index_t context_end = 0;  // position of the separator after the context: questions and answers follow
 };
 
 std::vector<index_t> ids_of(nlohmann::json const& v, std::string const& where) {
@@ -48,7 +47,6 @@ std::vector<TaskItem> read_tasks(TaskSelection const& s) {
   if (manifest.value("format", "") != "flashmemory-tasks-v1")
     throw std::runtime_error((s.dir / "manifest.json").string() + ": not a task manifest of tools/make_tasks.py (format \"" +
                              manifest.value("format", "") + "\", expected \"flashmemory-tasks-v1\")");
-  auto const sep = manifest.at("specials").at("sep").get<index_t>();
   std::vector<TaskItem> items;
   for (auto const& file : manifest.at("files")) {
     auto length = file.at("length").get<index_t>();
@@ -61,12 +59,8 @@ std::vector<TaskItem> read_tasks(TaskSelection const& s) {
       if (index % s.shards != s.shard) continue;
       std::string where = path.string() + ":" + std::to_string(index + 1);
       nlohmann::json j = fm::io::parse_json(line, where);
-      TaskItem item{j.at("id").get<std::string>(), j.at("task").get<std::string>(), length, ids_of(j.at("prompt"), where + " prompt"),
-                    ids_of(j.at("answer"), where + " answer")};
-      auto at = std::find(item.prompt.begin(), item.prompt.end(), sep);
-      if (at == item.prompt.end()) throw std::runtime_error(where + ": the prompt has no separator token " + std::to_string(sep));
-      item.context_end = at - item.prompt.begin();
-      items.push_back(std::move(item));
+      items.push_back({j.at("id").get<std::string>(), j.at("task").get<std::string>(), length, ids_of(j.at("prompt"), where + " prompt"),
+                       ids_of(j.at("answer"), where + " answer")});
     }
   }
   if (items.empty() && s.shards == 1) throw std::runtime_error(s.dir.string() + ": no task items selected");
@@ -114,14 +108,15 @@ void dump_labels(v4::Config const& config, v4::Weights weights, DumpSettings con
     model.reset();
     std::vector<std::int64_t> positions, chunks;
     std::vector<std::vector<float>> hidden(static_cast<std::size_t>(csa));
-    // The context in steps of `chunk` tokens up to the separator, then token by token: a sample after every
-    // step from the separator on (the question and answer tokens are what decode steps see).
+    // The prompt in steps of `chunk` tokens, then the answer token by token: a sample after the prompt and
+    // after every answer token but the last (the decode steps of the paper's dumps, lsa.md §4).
+    auto const P = static_cast<index_t>(item.prompt.size());
     for (index_t at = 0; at < n;) {
-      index_t len = at <= item.context_end ? std::min(s.chunk, item.context_end + 1 - at) : 1;
+      index_t len = at < P ? std::min(s.chunk, P - at) : 1;
       model.forward(std::span(ids).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(len)));
       at += len;
       index_t t = at - 1;
-      if (t < item.context_end) continue;
+      if (t < P - 1) continue;
       if (t + 1 >= n) break;  // no window after the last token
       positions.push_back(t);
       chunks.push_back(model.kv().inner().entries(0).mirror.num_chunks());
@@ -161,7 +156,7 @@ void dump_labels(v4::Config const& config, v4::Weights weights, DumpSettings con
         {"schema", "flashmemory.dump.v1"},       {"id", item.id},
         {"task", item.task},                     {"length", std::to_string(item.length)},
         {"prompt_tokens", std::to_string(item.prompt.size())},
-        {"tau", std::to_string(s.tau)},          {"context_end", std::to_string(item.context_end)},
+        {"tau", std::to_string(s.tau)},
         {"nucleus_p", std::to_string(s.filter.nucleus_p)},
         {"votes", std::to_string(s.filter.votes)},
         {"index_topk", std::to_string(config.index_topk)},
@@ -251,7 +246,8 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
                                                                    {.csa_layers = static_cast<index_t>(all_csa_layers(config).size()),
                                                                     .target_layers = targets,
                                                                     .tau = s.tau,
-                                                                    .full_prefill = true})));
+                                                                    .full_prefill = true}),
+                                                     s.filter));
   std::vector<TaskItem> items = read_tasks(s.tasks);
   std::ofstream out(s.out);
   if (!out) throw std::runtime_error(s.out.string() + ": cannot write");
@@ -290,7 +286,8 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
       else if (mode == "minmax") kv.scorer() = {fm::indexer::MinMaxBounds{.chunks_per_page = per}};
       else if (mode == "oracle") {
         kv.scorer() = {fm::indexer::Oracle{}};
-        kv.offer_future(full->kv().labels(P, P + s.tau));
+        auto golden = full->kv().golden_window(P - 1, s.tau, kv.entries(0).mirror.num_chunks());
+        kv.offer_future(std::vector<float>(golden.begin(), golden.end()));
       }
       index_t resident = pages;
       fm::lsa::KindFootprint footprint;
@@ -327,7 +324,7 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
       right += correct, ++seen;
       if (mode == "full") full.emplace(std::move(m));
     };
-    run_mode("full");  // always first: the oracle reads its trace
+    run_mode("full");  // always first: the oracle's labels are the golden chunks of its answer
     for (std::string const& mode : modes)
       if (mode != "full") run_mode(mode);
     out.flush();

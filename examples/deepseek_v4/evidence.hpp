@@ -2,7 +2,7 @@
 //
 //   dump_labels()   --dump DIR: runs task documents through the reference decoder with full attention and
 //                   writes the Memory Indexer's training data (hidden states, index keys, golden labels) at
-//                   every token of the question and answer section (what decode steps see);
+//                   the prompt's last token and the answer tokens (what decode steps see);
 //   evaluate()      --eval TASKS: answers held-out task items with every KV mode after one shared prefill,
 //                   and writes one JSONL line per item and mode (tools/lsa_table.py makes the table).
 #pragma once
@@ -19,6 +19,10 @@
 
 namespace fm_dsv4 {
 
+// The filter of golden labels (lsa.md §4) scaled to a model of three CSA layers: nucleus 0.6 as published,
+// two of the three layers agreeing (published: 3 of 21).
+inline constexpr flashmemory::lsa::GoldenFilter kGoldenFilter{.nucleus_p = 0.6, .votes = 2};
+
 // Which items of a task directory (tools/make_tasks.py generate) a run takes.
 struct TaskSelection {
   std::filesystem::path dir;
@@ -32,7 +36,7 @@ struct DumpSettings {
   std::filesystem::path out;
   flashmemory::index_t tau = 64;     // labels: the union over the next τ tokens
   flashmemory::index_t chunk = 256;  // context step
-  flashmemory::lsa::GoldenFilter filter{.nucleus_p = 0.6, .votes = 2};
+  flashmemory::lsa::GoldenFilter filter = kGoldenFilter;
 };
 
 struct EvalSettings {
@@ -45,6 +49,7 @@ struct EvalSettings {
   flashmemory::index_t tail_pages = 1;           // the recency tail of every LSA policy but recency's own
   flashmemory::index_t tau = 64;
   flashmemory::index_t chunk = 256;              // prefill step
+  flashmemory::lsa::GoldenFilter filter = kGoldenFilter;  // the oracle's labels: the golden chunks of the answer
 };
 
 inline constexpr char const* kEvalModes[] = {"full",   "memory_threshold", "memory_densest", "recency",

@@ -75,14 +75,15 @@ constexpr char const* kUsage = R"(usage:
       FILE is a config.json (default: the embedded tiny checkpoint's)
   fm-dsv4 [CHECKPOINT] --dump DIR --tasks TASKS [--tau N] [--nucleus-p P] [--votes N]
       the Memory Indexer's training data (docs/training.md "Dumps"): every task document (prompt and
-      answer) through the float32 decoder with full attention; a sample at every token from the context's
-      separator on: the hidden states entering each CSA layer, the index keys of every chunk and the
+      answer) through the float32 decoder with full attention; a sample at the prompt's last token and at
+      each answer token: the hidden states entering each CSA layer, the index keys of every chunk and the
       golden labels (nucleus --nucleus-p of each layer's top-k, default 0.6; --votes layers agreeing,
       default 2; union over the next --tau tokens, default 64); one safetensors file per document
   fm-dsv4 [CHECKPOINT] --eval TASKS --out FILE [--indexer FILE] [--modes LIST] [--budget F] [--page N]
       answers the items of TASKS greedily with each KV mode after one shared full-attention prefill (the
       prompt on full KV, the answer with LSA, as the paper serves): full, memory_threshold,
-      memory_densest, recency, random, minmax, oracle (default: all; memory_* need --indexer). Equal-
+      memory_densest, recency, random, minmax, oracle (the golden labels of the full-attention answer,
+      threshold policy: a perfect Memory Indexer) (default: all; memory_* need --indexer). Equal-
       budget modes keep --budget of the pages (default 0.125) including a tail of one page; pages of
       --page chunks (default 16). One JSONL line per item and mode (tools/lsa_table.py: the table)
     Both read TASKS from tools/make_tasks.py generate and take [--items N] (per task and length),

@@ -4,8 +4,8 @@ JSONL format (docs/results.md). Standard library only.
     python3 tests/tools/check_evidence.py FM_DSV4 CHECKPOINT WORKDIR [INDEXER]
 
 Generates two task documents per family (tools/make_tasks.py) in WORKDIR (emptied first), dumps them, and
-asserts for every file: the schema name and metadata; tensor names, dtypes and shapes; samples at every token
-from the context's separator on; chunk counts that grow by the compress rate; labels only among the candidates
+asserts for every file: the schema name and metadata; tensor names, dtypes and shapes; samples at the prompt's
+last token and every answer token but the last; chunk counts that grow by the compress rate; labels only among the candidates
 of each sample, present for every sample whose window holds a token; index keys and hidden states finite and
 not all zero; the hidden states of one sample differing between CSA layers. Then evaluates the same items with
 every mode (memory_* only with INDEXER) and asserts one line per item and mode, full attention at 100% resident,
@@ -73,13 +73,13 @@ def main() -> int:
         assert int(meta["hidden_size"]) == D and int(meta["index_head_dim"]) == d and int(meta["tau"]) == 16
         assert float(meta["nucleus_p"]) == 0.6 and int(meta["votes"]) == 2
         S, N = entry["samples"], entry["chunks"]
-        prompt, sep = int(meta["prompt_tokens"]), int(meta["context_end"])
+        prompt = int(meta["prompt_tokens"])
         length = int(meta["length"])
         assert prompt == length
         total = length + (len(items[entry["id"]]["answer"]) if entry["id"] in items else 0)
         positions, chunks = t["positions"][2], t["num_chunks"][2]
         assert t["positions"][:2] == ("I64", [S]) and t["labels"][:2] == ("U8", [S, N])
-        assert list(positions) == list(range(sep, sep + S)), (entry["id"], positions[:3], sep)
+        assert list(positions) == list(range(prompt - 1, prompt - 1 + S)), (entry["id"], positions[:3], prompt)
         if entry["id"] in items:
             assert positions[-1] == total - 2  # every token but the last has a window after it
             assert N == total // rate
