@@ -41,13 +41,14 @@ std::vector<index_t> ids_of(nlohmann::json const& v, std::string const& where) {
   return ids;
 }
 
-// The items of a task directory that `s` selects, in manifest order.
+// The items of a task directory that `s` selects, item-major (the first item of every task and length, then the
+// second, …), so that a run stopped early still covers every task and length alike.
 std::vector<TaskItem> read_tasks(TaskSelection const& s) {
   nlohmann::json manifest = fm::io::load_json(s.dir / "manifest.json");
   if (manifest.value("format", "") != "flashmemory-tasks-v1")
     throw std::runtime_error((s.dir / "manifest.json").string() + ": not a task manifest of tools/make_tasks.py (format \"" +
                              manifest.value("format", "") + "\", expected \"flashmemory-tasks-v1\")");
-  std::vector<TaskItem> items;
+  std::vector<std::vector<TaskItem>> files;
   for (auto const& file : manifest.at("files")) {
     auto length = file.at("length").get<index_t>();
     if (!s.lengths.empty() && std::find(s.lengths.begin(), s.lengths.end(), length) == s.lengths.end()) continue;
@@ -55,6 +56,7 @@ std::vector<TaskItem> read_tasks(TaskSelection const& s) {
     std::ifstream in(path);
     if (!in) throw std::runtime_error(path.string() + ": cannot open (named by the manifest)");
     std::string line;
+    auto& items = files.emplace_back();
     for (index_t index = 0; std::getline(in, line) && (s.items == 0 || index < s.items); ++index) {
       if (index % s.shards != s.shard) continue;
       std::string where = path.string() + ":" + std::to_string(index + 1);
@@ -62,6 +64,12 @@ std::vector<TaskItem> read_tasks(TaskSelection const& s) {
       items.push_back({j.at("id").get<std::string>(), j.at("task").get<std::string>(), length, ids_of(j.at("prompt"), where + " prompt"),
                        ids_of(j.at("answer"), where + " answer")});
     }
+  }
+  std::vector<TaskItem> items;
+  for (std::size_t index = 0, added = 1; added > 0; ++index) {
+    added = 0;
+    for (auto& file : files)
+      if (index < file.size()) items.push_back(std::move(file[index])), ++added;
   }
   if (items.empty() && s.shards == 1) throw std::runtime_error(s.dir.string() + ": no task items selected");
   return items;
@@ -239,7 +247,7 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
   }
   if (s.indexer) indexer = load_memory_indexer(*s.indexer, config, targets);
 
-  index_t const per = s.page, tail = s.tail_pages * per;
+  index_t const per = s.page, tail_pages = (s.tail_chunks + per - 1) / per;
   EvalModel base(config, std::move(weights),
                  fm::lsa::NativeTrace<EvalLookahead>(EvalLookahead({fm::indexer::Recency{}}, {}, v4::entry_layout(config, per),
                                                                    v4::key_layout(config, per),
@@ -263,23 +271,23 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
       logits = base.forward(std::span(item.prompt).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(std::min(s.chunk, P - at))));
     double prefill_s = std::chrono::duration<double>(Clock::now() - tp).count();
     index_t const pages = base.kv().inner().entries(0).mirror.num_pages();
-    index_t const budget = std::max<index_t>(s.tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages))));
+    index_t const budget = std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages))));
 
     std::optional<EvalModel> full;  // the oracle's labels come from the full-attention answer
     auto run_mode = [&](std::string const& mode) {
       EvalModel m = base;
       auto& kv = m.kv().inner();
-      fm::residency::RecencyTail recent{tail};
+      fm::residency::RecencyTail recent{tail_pages * per};
       index_t cells = budget + 1;  // + the page a decode step opens
       if (mode == "memory_threshold" || mode == "oracle") {
         kv.policy() = {WithTail<fm::residency::Threshold>(fm::residency::Threshold{0.5}, recent)};
         cells = pages + 1;  // a threshold set has no fixed size: what it holds is reported, not what is set aside
       } else if (mode == "memory_densest") {
-        kv.policy() = {WithTail<fm::residency::DensestPages>(fm::residency::DensestPages{.kmax = budget - s.tail_pages}, recent)};
+        kv.policy() = {WithTail<fm::residency::DensestPages>(fm::residency::DensestPages{.kmax = budget - tail_pages}, recent)};
       } else if (mode == "recency") {
         kv.policy() = {fm::residency::TopFraction{.count = budget}};
       } else if (mode != "full") {
-        kv.policy() = {WithTail<fm::residency::TopFraction>(fm::residency::TopFraction{.count = budget - s.tail_pages}, recent)};
+        kv.policy() = {WithTail<fm::residency::TopFraction>(fm::residency::TopFraction{.count = budget - tail_pages}, recent)};
       }
       if (mode.starts_with("memory")) kv.scorer() = {*indexer};
       else if (mode == "random") kv.scorer() = {fm::indexer::Random(std::hash<std::string>{}(item.id))};

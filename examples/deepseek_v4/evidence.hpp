@@ -19,8 +19,8 @@
 
 namespace fm_dsv4 {
 
-// The filter of golden labels (lsa.md §4) scaled to a model of three CSA layers: nucleus 0.6 as published,
-// two of the three layers agreeing (published: 3 of 21).
+// The filter of golden labels (lsa.md §4) scaled to the small model of docs/results.md: nucleus 0.6 as
+// published, two of its three CSA layers agreeing (published: 3 of 21). docs/results.md also reports 0.9.
 inline constexpr flashmemory::lsa::GoldenFilter kGoldenFilter{.nucleus_p = 0.6, .votes = 2};
 
 // Which items of a task directory (tools/make_tasks.py generate) a run takes.
@@ -44,9 +44,9 @@ struct EvalSettings {
   std::filesystem::path out;                     // JSONL, one line per item and mode
   std::optional<std::filesystem::path> indexer;  // Memory Indexer weights (modes memory_*)
   std::vector<std::string> modes;                // empty: all of kEvalModes that the inputs allow
-  double budget = 0.125;                         // equal-budget modes: this fraction of the pages, tail included
+  double budget = 0.125;                         // equal-budget modes: this fraction of the pages, the tail included
   flashmemory::index_t page = 16;                // chunks per page
-  flashmemory::index_t tail_pages = 1;           // the recency tail of every LSA policy but recency's own
+  flashmemory::index_t tail_chunks = 16;         // the recency tail of every LSA policy but recency's own (64 tokens)
   flashmemory::index_t tau = 64;
   flashmemory::index_t chunk = 256;              // prefill step
   flashmemory::lsa::GoldenFilter filter = kGoldenFilter;  // the oracle's labels: the golden chunks of the answer

@@ -85,7 +85,8 @@ constexpr char const* kUsage = R"(usage:
       memory_densest, recency, random, minmax, oracle (the golden labels of the full-attention answer,
       threshold policy: a perfect Memory Indexer) (default: all; memory_* need --indexer). Equal-
       budget modes keep --budget of the pages (default 0.125) including a tail of one page; pages of
-      --page chunks (default 16). One JSONL line per item and mode (tools/lsa_table.py: the table)
+      --page chunks (default 16); --nucleus-p and --votes filter the oracle's golden labels as --dump's.
+      One JSONL line per item and mode (tools/lsa_table.py: the table)
     Both read TASKS from tools/make_tasks.py generate and take [--items N] (per task and length),
     [--lengths L1,L2,...] and [--shard K/N] (items whose index is K mod N: parallel processes)
   fm-dsv4 --help
@@ -122,8 +123,8 @@ struct Options {
   std::optional<std::filesystem::path> indexer;
   // Evidence (evidence.hpp)
   std::optional<std::filesystem::path> dump, tasks, eval, out;
-  fm::index_t items = 0, votes = 2, shard = 0, shards = 1;
-  double nucleus_p = 0.6;
+  fm::index_t items = 0, votes = fm_dsv4::kGoldenFilter.votes, shard = 0, shards = 1;
+  double nucleus_p = fm_dsv4::kGoldenFilter.nucleus_p;
   std::vector<fm::index_t> lengths;
   std::vector<std::string> modes;
 };
@@ -517,7 +518,8 @@ int evidence(Options const& o) {
   }
   fm_dsv4::evaluate(config, std::move(weights),
                     {.tasks = tasks, .out = *o.out, .indexer = o.indexer, .modes = o.modes, .budget = o.budget.value_or(0.125),
-                     .page = o.page.value_or(16), .tau = o.tau.value_or(64), .chunk = o.chunk});
+                     .page = o.page.value_or(16), .tau = o.tau.value_or(64), .chunk = o.chunk,
+                     .filter = {.nucleus_p = o.nucleus_p, .votes = o.votes}});
   return 0;
 }
 

@@ -6,17 +6,17 @@
 // every comparison with a kernel.
 #pragma once
 
-#include <flashmemory/config.hpp>
+#include <flashmemory/core/tensor_view.hpp>  // index_t
 
 namespace flashmemory::detail {
 
 inline double dot(float const* a, float const* b, index_t n) {
   constexpr index_t kLanes = 8;
   double s[kLanes] = {};
-  index_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
+  index_t const body = n - n % kLanes;
+  for (index_t i = 0; i < body; i += kLanes)
     for (index_t j = 0; j < kLanes; ++j) s[j] += double(a[i + j]) * double(b[i + j]);
-  for (; i < n; ++i) s[0] += double(a[i]) * double(b[i]);
+  for (index_t i = body; i < n; ++i) s[0] += double(a[i]) * double(b[i]);
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
