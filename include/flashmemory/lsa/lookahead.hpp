@@ -209,6 +209,7 @@ class Lookahead {
 
   // Runs Level 1 now: score every chunk, select, recall, publish.
   void refresh() {
+    if (prefilling_) fail(errc::invalid_argument, "Lookahead: Level 1 during a full-KV prefill; hand_over() ends it first");
     index_t n = entries_.empty() ? 0 : entries_[0].mirror.num_chunks();
     for (index_t l = 0; l < csa_layers(); ++l)
       if (entries(l).mirror.num_chunks() != n || keys(l).mirror.num_chunks() != n)
