@@ -251,7 +251,7 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
   EvalModel base(config, std::move(weights),
                  fm::lsa::NativeTrace<EvalLookahead>(EvalLookahead({fm::indexer::Recency{}}, {}, v4::entry_layout(config, per),
                                                                    v4::key_layout(config, per),
-                                                                   {.csa_layers = static_cast<index_t>(all_csa_layers(config).size()),
+                                                                   {.csa_layers = config.count(v4::LayerKind::csa),
                                                                     .target_layers = targets,
                                                                     .tau = s.tau,
                                                                     .full_prefill = true}),
@@ -297,16 +297,10 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
         auto golden = full->kv().golden_window(P - 1, s.tau, kv.entries(0).mirror.num_chunks());
         kv.offer_future(std::vector<float>(golden.begin(), golden.end()));
       }
-      index_t resident = pages;
-      fm::lsa::KindFootprint footprint;
-      if (mode != "full") {
-        kv.hand_over(cells);
-        resident = kv.table().resident_pages();
-        footprint = kv.footprint().total();
-      } else {
-        footprint = kv.footprint().total();
-        footprint.resident_bytes = footprint.full_bytes;
-      }
+      if (mode != "full") kv.hand_over(cells);
+      fm::lsa::KindFootprint footprint = kv.footprint().total();
+      index_t const resident = mode == "full" ? pages : kv.table().resident_pages();
+      if (mode == "full") footprint.resident_bytes = footprint.full_bytes;  // every page, read from the mirror
       Answer a = answer(m, logits, limit);
       auto const& stats = kv.stats();
       nlohmann::json line = {{"id", item.id},
