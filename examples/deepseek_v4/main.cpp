@@ -74,7 +74,7 @@ constexpr char const* kUsage = R"(usage:
       KV-cache bytes per layer kind at N tokens, bf16 and packed fp8 records;
       FILE is a config.json (default: the embedded tiny checkpoint's)
   fm-dsv4 [CHECKPOINT] --dump DIR --tasks TASKS [--tau N] [--nucleus-p P] [--votes N]
-      the Memory Indexer's training data (docs/training.md "Dumps"): every task document (prompt and
+      the Memory Indexer's training data (docs/training.md §8): every task document (prompt and
       answer) through the float32 decoder with full attention; a sample at the prompt's last token and at
       each answer token: the hidden states entering each CSA layer, the index keys of every chunk and the
       golden labels (nucleus --nucleus-p of each layer's top-k, default 0.6; --votes layers agreeing,
@@ -84,7 +84,7 @@ constexpr char const* kUsage = R"(usage:
       prompt on full KV, the answer with LSA, as the paper serves): full, memory_threshold,
       memory_densest, recency, random, minmax, oracle (the golden labels of the full-attention answer,
       threshold policy: a perfect Memory Indexer) (default: all; memory_* need --indexer). Equal-
-      budget modes keep --budget of the pages (default 0.125) including a tail of one page; pages of
+      budget modes keep --budget of the pages (default 0.125) including a tail of 16 chunks; pages of
       --page chunks (default 16); --nucleus-p and --votes filter the oracle's golden labels as --dump's.
       One JSONL line per item and mode (tools/lsa_table.py: the table)
     Both read TASKS from tools/make_tasks.py generate and take [--items N] (per task and length),

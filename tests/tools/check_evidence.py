@@ -1,4 +1,4 @@
-"""Checks `fm-dsv4 --dump` against the schema of docs/training.md ("Dumps") and `fm-dsv4 --eval` against its
+"""Checks `fm-dsv4 --dump` against the schema of docs/training.md (§8) and `fm-dsv4 --eval` against its
 JSONL format (docs/results.md). Standard library only.
 
     python3 tests/tools/check_evidence.py FM_DSV4 CHECKPOINT WORKDIR [INDEXER]
