@@ -101,6 +101,16 @@ struct SharedStorage {
 
 __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// The record that row v of sequence b reads: window rows first (wl of them), then the selected pool rows;
+// null for a masked row (past the window and the slots, or an unused / out-of-range selection).
+template <class Rows>
+__device__ __forceinline__ std::byte const* row_source(Params const& p, int b, int wl, int v) {
+  if (v < wl) return p.window + (static_cast<std::int64_t>(b) * p.window_rows + v) * Rows::kRecordBytes;
+  if (v - wl >= p.slots) return nullptr;
+  std::int32_t idx = p.selected[static_cast<std::int64_t>(b) * p.slots + (v - wl)];
+  return idx >= 0 && idx < p.pool_rows ? p.pool + static_cast<std::int64_t>(idx) * Rows::kRecordBytes : nullptr;
+}
+
 template <class Rows, class Output>
 __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(Params const p) {
   extern __shared__ __align__(128) std::byte smem_bytes[];
@@ -117,16 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(Params const
 
   // Resolves the 64 row sources of `tile` into table `slot` (warps 0 and 1, one row per thread).
   auto resolve_rows = [&](int tile, int slot) {
-    int const v = tile * kTileRows + tid;
-    std::byte const* src = nullptr;
-    if (tile < tile_end) {
-      if (v < wl) {
-        src = p.window + (static_cast<std::int64_t>(b) * p.window_rows + v) * Rows::kRecordBytes;
-      } else if (v - wl < p.slots) {
-        std::int32_t idx = p.selected[static_cast<std::int64_t>(b) * p.slots + (v - wl)];
-        if (idx >= 0 && idx < p.pool_rows) src = p.pool + static_cast<std::int64_t>(idx) * Rows::kRecordBytes;
-      }
-    }
+    std::byte const* src = tile < tile_end ? row_source<Rows>(p, b, wl, tile * kTileRows + tid) : nullptr;
     s.rows[slot][tid] = src;
     unsigned mask = __ballot_sync(0xffffffffu, src != nullptr);
     if (lane == 0) s.valid[slot][warp] = mask;
@@ -454,16 +455,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_wgmma_kernel(Params
   int const tile_end = min(tile_begin + p.tiles_per_split, ceil_div(wl + p.slots, kTileRows));
 
   auto resolve_rows = [&](int tile, int slot) {  // as in sparse_decode_kernel: warps 0 and 1, one row per thread
-    int const v = tile * kTileRows + tid;
-    std::byte const* src = nullptr;
-    if (tile < tile_end) {
-      if (v < wl) {
-        src = p.window + (static_cast<std::int64_t>(b) * p.window_rows + v) * Rows::kRecordBytes;
-      } else if (v - wl < p.slots) {
-        std::int32_t idx = p.selected[static_cast<std::int64_t>(b) * p.slots + (v - wl)];
-        if (idx >= 0 && idx < p.pool_rows) src = p.pool + static_cast<std::int64_t>(idx) * Rows::kRecordBytes;
-      }
-    }
+    std::byte const* src = tile < tile_end ? row_source<Rows>(p, b, wl, tile * kTileRows + tid) : nullptr;
     s.rows[slot][tid] = src;
     unsigned mask = __ballot_sync(0xffffffffu, src != nullptr);
     if (lane == 0) s.valid[slot][warp] = mask;
