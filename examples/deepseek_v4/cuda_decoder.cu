@@ -3,29 +3,45 @@
 
 #include <flashmemory/core/cuda/check.cuh>
 #include <flashmemory/core/error.hpp>
+#include <flashmemory/lsa/cuda/decoder_lookahead.cuh>
 #include <flashmemory/models/deepseek_v4/cuda/decoder.cuh>
 
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <type_traits>
 #include <utility>
 
 namespace fm_dsv4 {
 
 namespace {
 
-template <class Backend>
+template <class Backend, class Kv = v4::FullResidentKv>
 class Model final : public CudaModel {
  public:
-  Model(v4::Config config, v4::Weights const& weights, v4::CudaDecoderOptions const& options)
-      : decoder_(std::move(config), weights, options) {}
+  template <class... KvArgs>
+  Model(v4::Config config, v4::Weights const& weights, v4::CudaDecoderOptions const& options, KvArgs&&... kv)
+      : decoder_(std::move(config), weights, options, std::forward<KvArgs>(kv)...) {}
   std::vector<float> forward(std::span<fm::index_t const> ids) override { return decoder_.forward(ids); }
   v4::Config const& config() const override { return decoder_.config(); }
   fm::index_t position() const override { return decoder_.position(); }
+  std::optional<CudaLsaReport> lsa_report() const override {
+    if constexpr (std::is_same_v<Kv, v4::FullResidentKv>) {
+      return std::nullopt;
+    } else {
+      auto const& kv = decoder_.kv();
+      auto const engine = kv.engine_stats();
+      return CudaLsaReport{.footprint = kv.footprint(), .stats = kv.stats(), .resident_pages = kv.table().resident_pages(),
+                           .history_pages = kv.entries(0).mirror.num_pages(), .copy_ms = engine.copy_ms, .stalls = engine.stalls};
+    }
+  }
 
  private:
-  v4::Decoder<Backend> decoder_;
+  v4::Decoder<Backend, Kv> decoder_;
 };
+
+template <class Scorer>
+using Lsa = fm::lsa::cuda::DecoderLookahead<Scorer, AnyPolicy, fm::bfloat16>;
 
 }  // namespace
 
@@ -48,6 +64,18 @@ std::string cuda_device() {
 std::unique_ptr<CudaModel> make_cuda_model(v4::Config config, v4::Weights weights, CudaSettings const& s) {
   v4::CudaDecoderOptions options{.max_context = s.max_context, .max_chunk = s.max_chunk};
   // `weights` (the host copy) is freed when this returns: only the GPU copy stays.
+  if (s.lsa) {
+    if (s.storage == CudaStorage::f32)
+      fm::fail(fm::errc::unsupported, "--lsa on --device cuda keeps bf16 rows: use --cuda-storage bf16");
+    CudaLsa const& l = *s.lsa;
+    return std::visit(
+        [&](auto const& scorer) -> std::unique_ptr<CudaModel> {
+          using Kv = Lsa<std::decay_t<decltype(scorer)>>;
+          return std::make_unique<Model<fm::cuda::Backend, Kv>>(std::move(config), weights, options,
+                                                               Kv(scorer, l.policy, l.options, l.chunks_per_page));
+        },
+        l.scorer);
+  }
   if (s.storage == CudaStorage::f32) return std::make_unique<Model<fm::cuda::Float32Backend>>(std::move(config), weights, options);
   return std::make_unique<Model<fm::cuda::Backend>>(std::move(config), weights, options);
 }

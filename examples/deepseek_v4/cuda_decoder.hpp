@@ -3,13 +3,18 @@
 // <fm::cuda::Float32Backend>; without_cuda.cpp, in a build without CUDA, says that it cannot.
 #pragma once
 
+#include "lsa_parts.hpp"
+
 #include <flashmemory/config.hpp>
+#include <flashmemory/lsa/lookahead.hpp>
 #include <flashmemory/models/deepseek_v4/config.hpp>
 #include <flashmemory/models/deepseek_v4/weights.hpp>
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace fm_dsv4 {
@@ -20,10 +25,28 @@ namespace v4 = flashmemory::models::deepseek_v4;
 // What the GPU keeps weights and KV rows in (activations are float32 either way).
 enum class CudaStorage { bf16, f32 };
 
+// LSA on the CSA layers (lsa::cuda::DecoderLookahead, bf16 rows): the Level-1 scorer, the policy, the sizes.
+struct CudaLsa {
+  std::variant<ProbabilityScorer, BudgetScorer> scorer;
+  AnyPolicy policy;
+  fm::lsa::LookaheadOptions options;
+  fm::index_t chunks_per_page = 64;
+};
+
 struct CudaSettings {
   CudaStorage storage = CudaStorage::bf16;
   fm::index_t max_context = 0;  // tokens the sequence may hold: sizes the KV buffers
   fm::index_t max_chunk = 1;    // tokens per prefill pass: sizes the activation buffers
+  std::optional<CudaLsa> lsa;   // none: every CSA chunk resident (the native model)
+};
+
+// What LSA kept on the GPU and moved (CudaModel::lsa_report).
+struct CudaLsaReport {
+  fm::lsa::FootprintReport footprint;
+  fm::lsa::LookaheadStats stats;
+  fm::index_t resident_pages = 0, history_pages = 0;
+  double copy_ms = 0;  // copy-stream time of the recalls
+  fm::index_t stalls = 0;
 };
 
 // The CUDA decoder behind what fm-dsv4's generation loop calls: forward(ids) appends the tokens and returns
@@ -34,13 +57,15 @@ class CudaModel {
   virtual std::vector<float> forward(std::span<fm::index_t const> ids) = 0;
   virtual v4::Config const& config() const = 0;
   virtual fm::index_t position() const = 0;
+  virtual std::optional<CudaLsaReport> lsa_report() const { return std::nullopt; }
 };
 
 // The CUDA device fm-dsv4 will run on, in words (name, compute capability, memory). Throws fm::error when this
 // build has no CUDA or the machine no usable device: call it before loading a checkpoint.
 std::string cuda_device();
 
-// Uploads the weights and sizes every buffer; throws fm::error (errc::out_of_memory when the GPU is too small).
+// Uploads the weights and sizes every buffer; throws fm::error (errc::out_of_memory when the GPU is too small,
+// errc::unsupported for LSA with float32 storage).
 std::unique_ptr<CudaModel> make_cuda_model(v4::Config config, v4::Weights weights, CudaSettings const& settings);
 
 }  // namespace fm_dsv4

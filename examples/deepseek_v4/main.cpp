@@ -31,6 +31,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #ifndef FLASHMEMORY_DSV4_TINY_CHECKPOINT
@@ -60,7 +61,9 @@ constexpr char const* kUsage = R"(usage:
     Lookahead Sparse Attention on the CSA layers (docs/deepseek-v4.md, "LSA on the CSA layers"):
       --lsa MODE          off (default: every chunk resident, the native model) or the Level-1 scorer:
                           memory (the Memory Indexer, needs --indexer), recency, random, oracle (labels
-                          from a first, full-attention pass; the LSA pass is fed its tokens), minmax
+                          from a first, full-attention pass; the LSA pass is fed its tokens; cpu only),
+                          minmax. With --device cuda: lsa::cuda::DecoderLookahead, bf16 rows, recalls on
+                          a copy stream
       --policy P          threshold (chunks scoring > 0.5), densest (the densest --budget of the pages)
                           or topfraction (the best --budget of the pages); default threshold for memory and
                           oracle, topfraction otherwise (threshold and densest need probability scores)
@@ -238,7 +241,9 @@ Options parse_args(int argc, char** argv) {
   if (o.policy && *o.policy != "topfraction" && o.lsa != "off" && !probability_scorer(o.lsa))
     throw Usage("--policy " + *o.policy + " needs probability scores (--lsa memory or oracle); --lsa " + o.lsa +
                 " scores are not probabilities: use --policy topfraction");
-  if (o.lsa != "off" && o.device == "cuda") throw Usage("--lsa: LSA on the CUDA decoder is not implemented yet; use --device cpu");
+  if (o.lsa == "oracle" && o.device == "cuda") throw Usage("--lsa oracle traces a full-attention pass first: use --device cpu");
+  if (o.lsa != "off" && o.device == "cuda" && o.cuda_storage == "f32")
+    throw Usage("--lsa on --device cuda keeps bf16 rows: leave out --cuda-storage f32");
   if (o.cuda_storage && o.device != "cuda") throw Usage("--cuda-storage belongs to --device cuda");
   if (o.kv_report && o.device == "cuda") throw Usage("--device belongs to generation, not to --kv-report");
   return o;
@@ -333,9 +338,9 @@ template <class Scorer>
 using LsaKv = fm::lsa::Lookahead<Scorer, AnyPolicy>;
 
 // The GPU side of the CSA layers' KV, and what LSA did to keep it small.
-void print_lsa_report(fm::lsa::FootprintReport const& f, fm::lsa::LookaheadStats const* stats = nullptr,
+void print_lsa_report(fm::lsa::FootprintReport const& f, char const* records, fm::lsa::LookaheadStats const* stats = nullptr,
                       fm::index_t resident_pages = 0, fm::index_t history_pages = 0) {
-  std::printf("GPU KV of the CSA layers (float32 records), resident vs full:\n");
+  std::printf("GPU KV of the CSA layers (%s), resident vs full:\n", records);
   std::printf("    %-10s %14s %14s %14s %13s %14s\n", "kind", "GPU reserve B", "in use B", "full B", "reserve/full", "host mirror B");
   auto row = [](char const* kind, fm::lsa::KindFootprint const& k) {
     std::printf("    %-10s %14zu %14zu %14zu %12.1f%% %14zu\n", kind, k.reserve_bytes, k.resident_bytes, k.full_bytes,
@@ -357,7 +362,6 @@ void print_lsa_report(fm::lsa::FootprintReport const& f, fm::lsa::LookaheadStats
               static_cast<long long>(stats->windows), static_cast<long long>(stats->fallbacks), static_cast<long long>(r.pages_fetched),
               r.bytes_moved, static_cast<long long>(r.pages_evicted), static_cast<long long>(r.pages_kept),
               static_cast<long long>(stats->opened_pages), static_cast<long long>(stats->deferred_pages));
-  std::printf("  recall bytes: %zu; stalls: 0 (the host reference finishes each recall at its window boundary)\n", r.bytes_moved);
 }
 
 // ---- generation ----------------------------------------------------------------------------------------
@@ -437,31 +441,42 @@ void print_kv_cache(v4::Config const& config, v4::KvCache const& cache, fm::inde
 }
 
 // An LSA run: the Lookahead over `scorer`, and for the oracle first a traced full-attention pass.
-template <class Scorer>
-int generate_lsa(Options const& o, v4::Config const& config, v4::Weights weights, std::vector<fm::index_t> const& prompt,
-                 std::mt19937_64& rng, Scorer scorer, std::vector<fm::index_t> targets) {
-  fm::index_t per = o.page.value_or(64), tau = o.tau.value_or(64), csa = config.count(v4::LayerKind::csa);
-  double budget = o.budget.value_or(0.25);
-  std::string policy = o.policy.value_or(probability_scorer(o.lsa) ? "threshold" : "topfraction");
-  fm::index_t tokens = static_cast<fm::index_t>(prompt.size()) + o.max_new_tokens;
-  fm::index_t chunks = tokens / config.compress_rate_csa, history_pages = (chunks + per - 1) / per;
-  fm::index_t cells = fm::store::cells_for_fraction(budget, chunks, per) + 1;
+// The LSA settings of the command line for a run of `tokens` tokens (printed): the reserve holds --budget of
+// the run's pages plus one cell for the page being written.
+struct LsaSetup {
+  fm::index_t per = 64;
+  AnyPolicy policy;
+  fm::lsa::LookaheadOptions options;
+};
+LsaSetup lsa_setup(Options const& o, v4::Config const& config, fm::index_t tokens, std::vector<fm::index_t> targets) {
+  fm::index_t const per = o.page.value_or(64), tau = o.tau.value_or(64);
+  double const budget = o.budget.value_or(0.25);
+  std::string const policy = o.policy.value_or(probability_scorer(o.lsa) ? "threshold" : "topfraction");
+  fm::index_t const chunks = tokens / config.compress_rate_csa, history_pages = (chunks + per - 1) / per;
+  fm::index_t const cells = fm::store::cells_for_fraction(budget, chunks, per) + 1;
   std::printf("LSA: %s scorer, %s policy, tau %lld tokens, pages of %lld chunks; GPU reserve %lld cells for %lld pages "
               "(budget %.3g + 1)\n",
               o.lsa.c_str(), policy.c_str(), static_cast<long long>(tau), static_cast<long long>(per), static_cast<long long>(cells),
               static_cast<long long>(history_pages), budget);
+  return {per, make_policy(policy, budget),
+          {.csa_layers = config.count(v4::LayerKind::csa), .target_layers = std::move(targets), .reserve_cells = cells, .tau = tau}};
+}
 
+template <class Scorer>
+int generate_lsa(Options const& o, v4::Config const& config, v4::Weights weights, std::vector<fm::index_t> const& prompt,
+                 std::mt19937_64& rng, Scorer scorer, std::vector<fm::index_t> targets) {
+  LsaSetup setup = lsa_setup(o, config, static_cast<fm::index_t>(prompt.size()) + o.max_new_tokens, std::move(targets));
   using Kv = LsaKv<Scorer>;
   auto make = [&](v4::Weights w) {
-    return v4::Decoder<fm::cpu::Backend, Kv>(
-        config, std::move(w),
-        Kv(std::move(scorer), make_policy(policy, budget), v4::entry_layout(config, per), v4::key_layout(config, per),
-           {.csa_layers = csa, .target_layers = std::move(targets), .reserve_cells = cells, .tau = tau}));
+    return v4::Decoder<fm::cpu::Backend, Kv>(config, std::move(w),
+                                             Kv(std::move(scorer), setup.policy, v4::entry_layout(config, setup.per),
+                                                v4::key_layout(config, setup.per), setup.options));
   };
   auto report = [&](auto const& model) {
     auto const& kv = model.kv();
     print_kv_cache(config, model.cache(), model.position());
-    print_lsa_report(kv.footprint(), &kv.stats(), kv.table().resident_pages(), kv.entries(0).mirror.num_pages());
+    print_lsa_report(kv.footprint(), "float32 records", &kv.stats(), kv.table().resident_pages(), kv.entries(0).mirror.num_pages());
+    std::printf("  stalls: 0 (the host reference finishes each recall at its window boundary)\n");
   };
   if (o.lsa != "oracle") {
     auto model = make(std::move(weights));
@@ -489,19 +504,31 @@ int generate_lsa(Options const& o, v4::Config const& config, v4::Weights weights
 }
 
 // The CUDA decoder, sized for this run: the prompt and the generated tokens, prefill passes of --chunk tokens.
+// With --lsa, `scorer` and `targets` are its Level-1 scorer and target CSA layers.
 int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std::vector<fm::index_t> const& prompt,
-                  std::mt19937_64& rng) {
+                  std::mt19937_64& rng, std::optional<std::variant<ProbabilityScorer, BudgetScorer>> scorer,
+                  std::vector<fm::index_t> targets) {
   auto n = static_cast<fm::index_t>(prompt.size());
   fm_dsv4::CudaSettings settings{.storage = o.cuda_storage == "f32" ? fm_dsv4::CudaStorage::f32 : fm_dsv4::CudaStorage::bf16,
                                  .max_context = n + o.max_new_tokens,
                                  .max_chunk = std::min<fm::index_t>({o.chunk, n, 65535})};
+  if (scorer) {
+    LsaSetup setup = lsa_setup(o, config, n + o.max_new_tokens, std::move(targets));
+    settings.lsa = fm_dsv4::CudaLsa{std::move(*scorer), std::move(setup.policy), std::move(setup.options), setup.per};
+  }
   auto model = fm_dsv4::make_cuda_model(std::move(config), std::move(weights), settings);
   Sequence run = run_sequence(*model, prompt, o, rng);
   print_run(run, n, o, false);
   v4::Config const& c = model->config();
   fm::index_t held = model->position();
-  std::printf("KV cache after %lld tokens:\n", static_cast<long long>(held));
+  std::printf("KV cache after %lld tokens (every chunk resident):\n", static_cast<long long>(held));
   print_kv_table(c, held, [&](v4::KvFormat f) { return v4::kv_footprint(c, held, f); });
+  if (auto r = model->lsa_report()) {
+    print_lsa_report(r->footprint, "bf16 rows", &r->stats, r->resident_pages, r->history_pages);
+    std::printf("  recall on the copy stream: %.3f ms in all (%.2f GB/s); stalls: %lld (publishes that found the copy unfinished)\n",
+                r->copy_ms, r->copy_ms > 0 ? double(r->stats.recall.bytes_moved) / (r->copy_ms * 1e6) : 0.0,
+                static_cast<long long>(r->stalls));
+  }
   return 0;
 }
 
@@ -546,33 +573,39 @@ int generate(Options const& o) {
     if (id < 0 || id >= config.vocab_size)
       throw Usage("--prompt: token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(config.vocab_size) + ")");
 
-  if (o.device == "cuda") return generate_cuda(o, std::move(config), std::move(weights), prompt, rng);
   if (o.lsa != "off" && config.count(v4::LayerKind::csa) == 0)
     throw std::runtime_error("--lsa " + o.lsa + ": the model has no CSA layers, so nothing for LSA to keep");
-  std::vector<fm::index_t> all_csa(static_cast<std::size_t>(config.count(v4::LayerKind::csa)));
-  std::iota(all_csa.begin(), all_csa.end(), 0);
-  if (o.lsa == "off") {
-    v4::Decoder<> model(config, std::move(weights));
-    Sequence run = run_sequence(model, prompt, o, rng);
-    print_run(run, static_cast<fm::index_t>(prompt.size()), o, false);
-    print_kv_cache(config, model.cache(), model.position());
-    print_lsa_report(model.kv().footprint());
-    return 0;
-  }
+  // The Level-1 scorer of --lsa and the CSA layers whose inputs it reads.
+  std::optional<std::variant<ProbabilityScorer, BudgetScorer>> scorer;
+  std::vector<fm::index_t> targets;
   if (o.lsa == "memory") {
-    std::vector<fm::index_t> targets;
     auto indexer = load_memory_indexer(*o.indexer, config, targets);
     std::printf("Memory Indexer: %s, %lld target CSA layers, %lld heads, rank %lld\n", o.indexer->string().c_str(),
                 static_cast<long long>(targets.size()), static_cast<long long>(indexer.config().heads),
                 static_cast<long long>(indexer.config().rank));
-    return generate_lsa(o, config, std::move(weights), prompt, rng, ProbabilityScorer{std::move(indexer)}, targets);
+    scorer = ProbabilityScorer{std::move(indexer)};
+  } else if (o.lsa == "oracle") {
+    scorer = ProbabilityScorer{fm::indexer::Oracle{}};
+  } else if (o.lsa == "recency") {
+    scorer = BudgetScorer{fm::indexer::Recency{}};
+  } else if (o.lsa == "random") {
+    scorer = BudgetScorer{fm::indexer::Random(o.seed)};
+  } else if (o.lsa == "minmax") {  // bounds the native score of each page with the native query of every CSA layer
+    scorer = BudgetScorer{fm::indexer::MinMaxBounds{.chunks_per_page = o.page.value_or(64)}};
+    targets.resize(static_cast<std::size_t>(config.count(v4::LayerKind::csa)));
+    std::iota(targets.begin(), targets.end(), 0);
   }
-  if (o.lsa == "oracle") return generate_lsa(o, config, std::move(weights), prompt, rng, ProbabilityScorer{fm::indexer::Oracle{}}, {});
-  if (o.lsa == "recency") return generate_lsa(o, config, std::move(weights), prompt, rng, BudgetScorer{fm::indexer::Recency{}}, {});
-  if (o.lsa == "random") return generate_lsa(o, config, std::move(weights), prompt, rng, BudgetScorer{fm::indexer::Random(o.seed)}, {});
-  // minmax bounds the native score of each page with the native indexer query of every CSA layer.
-  return generate_lsa(o, config, std::move(weights), prompt, rng,
-                      BudgetScorer{fm::indexer::MinMaxBounds{.chunks_per_page = o.page.value_or(64)}}, all_csa);
+  if (o.device == "cuda") return generate_cuda(o, std::move(config), std::move(weights), prompt, rng, std::move(scorer), std::move(targets));
+  if (!scorer) {
+    v4::Decoder<> model(config, std::move(weights));
+    Sequence run = run_sequence(model, prompt, o, rng);
+    print_run(run, static_cast<fm::index_t>(prompt.size()), o, false);
+    print_kv_cache(config, model.cache(), model.position());
+    print_lsa_report(model.kv().footprint(), "float32 records");
+    return 0;
+  }
+  return std::visit([&](auto& s) { return generate_lsa(o, config, std::move(weights), prompt, rng, std::move(s), std::move(targets)); },
+                    *scorer);
 }
 
 }  // namespace
@@ -591,11 +624,12 @@ int main(int argc, char** argv) {
     return 2;
   } catch (fm::error const& e) {
     std::fprintf(stderr, "fm-dsv4: %s\n", e.what());
-    if (e.code() == fm::errc::out_of_memory && o.device == "cuda")
+    bool const resident_set = std::string_view(e.what()).find("resident set") != std::string_view::npos;
+    if (e.code() == fm::errc::out_of_memory && resident_set)
+      std::fprintf(stderr, "(raise --budget, or bound the resident set with --policy densest or topfraction)\n");
+    else if (e.code() == fm::errc::out_of_memory && o.device == "cuda")
       std::fprintf(stderr, "(the CUDA decoder holds the weights and KV for the prompt + --max-new-tokens: shorten them, "
                            "use --cuda-storage bf16, or a smaller --chunk)\n");
-    else if (e.code() == fm::errc::out_of_memory)
-      std::fprintf(stderr, "(with --lsa: raise --budget, or bound the resident set with --policy densest or topfraction)\n");
     return 1;
   } catch (std::exception const& e) {
     std::fprintf(stderr, "fm-dsv4: %s\n", e.what());

@@ -184,7 +184,7 @@ __device__ __forceinline__ void select_digit(TopKShared& s, cg::cluster_group co
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(kTopKThreads) topk_kernel(float const* scores, std::int64_t row_stride, int n,
+static __global__ void __launch_bounds__(kTopKThreads) topk_kernel(float const* scores, std::int64_t row_stride, int n,
                                                            std::uint8_t const* allowed, std::int32_t const* ids,
                                                            std::int32_t* out, std::int64_t out_stride, int k) {
   extern __shared__ __align__(16) std::byte smem_bytes[];

@@ -49,11 +49,11 @@ struct EngineStats {
 namespace detail {
 
 // Row `row` of list `layer` becomes readable.
-__global__ void mark_row_kernel(std::int32_t* rows, std::int64_t rows_per_layer, int layer, std::int32_t row) {
+static __global__ void mark_row_kernel(std::int32_t* rows, std::int64_t rows_per_layer, int layer, std::int32_t row) {
   rows[layer * rows_per_layer + row] = row;
 }
 // Every row of `cell`, in every layer's list, becomes unreadable.
-__global__ void clear_cell_kernel(std::int32_t* rows, std::int64_t rows_per_layer, int per, std::int32_t cell) {
+static __global__ void clear_cell_kernel(std::int32_t* rows, std::int64_t rows_per_layer, int per, std::int32_t cell) {
   int const layer = static_cast<int>(blockIdx.x);
   for (int s = static_cast<int>(threadIdx.x); s < per; s += static_cast<int>(blockDim.x))
     rows[layer * rows_per_layer + static_cast<std::int64_t>(cell) * per + s] = -1;
@@ -85,6 +85,10 @@ class RecallEngine {
   vector_view<std::int32_t const> rows(index_t layer) const {
     return vector_view<std::int32_t const>(rows_.data() + layer * rows_per_layer(), rows_per_layer());
   }
+  // The same list, writable: a decoder whose kernels write new chunks into published cells marks their rows
+  // readable itself (lsa/cuda/decoder_lookahead.cuh); the host's written counts catch up before the next
+  // rebuild (begin, finish).
+  std::int32_t* device_rows(index_t layer) noexcept { return rows_.data() + layer * rows_per_layer(); }
   EngineStats const& stats() const noexcept { return stats_; }
 
   // After chunk `chunk` of `layer` was appended to both mirrors: writes it through to its cell when the page

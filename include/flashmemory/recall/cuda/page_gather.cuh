@@ -37,7 +37,7 @@ namespace detail {
 inline constexpr int kGatherThreads = 512;
 inline constexpr int kInFlight = 4;  // 16-byte loads per thread before the stores
 
-__global__ void __launch_bounds__(kGatherThreads) page_gather_kernel(std::byte const* const* src,
+static __global__ void __launch_bounds__(kGatherThreads) page_gather_kernel(std::byte const* const* src,
                                                                       std::int32_t const* cells, std::byte* reserve,
                                                                       std::int64_t page_bytes, std::uint32_t pieces) {
   auto const per_page = static_cast<std::uint32_t>(page_bytes / 16);

@@ -70,8 +70,8 @@ struct DeviceCompressorState {
   DeviceBuffer<float> kv, gate, prev_kv, prev_gate;
   DeviceBuffer<T> pool;
 
-  DeviceCompressorState(int ratio_, int width_, bool overlap_, std::int64_t max_context, std::string const& what)
-      : ratio(ratio_), width(width_), overlap(overlap_), capacity(max_context / ratio_),
+  DeviceCompressorState(int ratio_, int width_, bool overlap_, std::int64_t capacity_, std::string const& what)
+      : ratio(ratio_), width(width_), overlap(overlap_), capacity(capacity_),
         kv(static_cast<std::size_t>(ratio_) * (overlap_ ? 2 : 1) * width_, what + " window values"),
         gate(kv.size(), what + " window gates"),
         prev_kv(overlap_ ? static_cast<std::size_t>(ratio_) * width_ : 0, what + " previous values"),
@@ -89,7 +89,7 @@ struct DeviceCompressorState {
   // The state and pool of this compressor for kv_step(), reading this chunk's projections.
   CompressorStep<T> step(float const* ape, float const* norm, float const* values, float const* gates, std::int64_t stride) {
     return {kv.data(), gate.data(), prev_kv.data(), prev_gate.data(), pool.data(), ratio, width, overlap, ape, norm,
-            values, gates, stride};
+            values, gates, stride, {}};
   }
 };
 
@@ -100,17 +100,21 @@ struct DeviceLayerCache {
   std::optional<DeviceCompressorState<T>> compressor, indexer;
   DeviceBuffer<float> scores;  // CSA: [indexer capacity]
 
-  DeviceLayerCache(Config const& c, index_t layer, index_t max_context)
+  // `paged_rows` ≥ 0: a paged KV controller keeps this CSA layer's entries and index keys (in a reserve of
+  // that many rows), so the layer holds only the compressor states and the scores of those rows.
+  DeviceLayerCache(Config const& c, index_t layer, index_t max_context, std::int64_t paged_rows = -1)
       : kind(c.layer_types[static_cast<std::size_t>(layer)]),
         window(static_cast<std::size_t>(c.sliding_window * c.head_dim), "layer " + std::to_string(layer) + " window") {
     std::string const name = "layer " + std::to_string(layer);
+    bool const paged = kind == LayerKind::csa && paged_rows >= 0;
+    auto const ratio = c.compress_ratio(layer);
     if (kind != LayerKind::sliding)
-      compressor.emplace(static_cast<int>(c.compress_ratio(layer)), static_cast<int>(c.head_dim), kind == LayerKind::csa,
-                         max_context, name + " compressor");
+      compressor.emplace(static_cast<int>(ratio), static_cast<int>(c.head_dim), kind == LayerKind::csa,
+                         paged ? 0 : max_context / ratio, name + " compressor");
     if (kind == LayerKind::csa) {
-      indexer.emplace(static_cast<int>(c.compress_rate_csa), static_cast<int>(c.index_head_dim), true, max_context,
-                      name + " indexer");
-      scores = DeviceBuffer<float>(static_cast<std::size_t>(indexer->capacity), name + " index scores");
+      indexer.emplace(static_cast<int>(c.compress_rate_csa), static_cast<int>(c.index_head_dim), true,
+                      paged ? 0 : max_context / c.compress_rate_csa, name + " indexer");
+      scores = DeviceBuffer<float>(static_cast<std::size_t>(paged ? paged_rows : indexer->capacity), name + " index scores");
     }
   }
 

@@ -25,6 +25,19 @@
 
 namespace flashmemory::models::deepseek_v4::cuda {
 
+// Where a paged KV controller (LSA: lsa/cuda/decoder_lookahead.cuh) wants a compressor's entries: entry w
+// goes to row w mod ring_rows of a ring (what the controller copies to its host mirror), and, when its page
+// w / per is published in a cell (cells[page] ≥ 0), to row cell · per + w mod per of the pool, which it
+// marks readable in the layer's row list. Unpaged (cells == nullptr): entry w is pool row w.
+template <storage_element T>
+struct PagedRows {
+  std::int32_t const* cells = nullptr;  // [pages] page → published cell, −1 = none
+  std::int32_t* readable = nullptr;     // [cells · per] row list: row r readable iff readable[r] == r
+  int per = 0;                          // chunks per page
+  T* ring = nullptr;                    // [ring_rows, width]
+  std::int64_t ring_rows = 0;
+};
+
 // One compressor: its state, its pool and where this chunk's projections of it are.
 template <storage_element T>
 struct CompressorStep {
@@ -40,6 +53,7 @@ struct CompressorStep {
   float const* values = nullptr;  // token t's C_t at values[t·stride …] (c·n)
   float const* gates = nullptr;   // token t's Z_t (without ape)
   std::int64_t stride = 0;
+  PagedRows<T> paged;             // set by a paged KV controller
 };
 
 template <storage_element T>
@@ -109,7 +123,17 @@ __device__ void compressor_push(CompressorStep<T> const& c, std::int64_t pos, st
   std::int64_t const w = pos / m;
   rope_block(rope, entry, n, w * m, /*inverse=*/false);
   __syncthreads();
-  for (int k = tid; k < n; k += blockDim.x) c.pool[w * n + k] = from_float<T>(entry[k]);
+  if (!c.paged.cells) {
+    for (int k = tid; k < n; k += blockDim.x) c.pool[w * n + k] = from_float<T>(entry[k]);
+  } else {
+    PagedRows<T> const& pr = c.paged;
+    for (int k = tid; k < n; k += blockDim.x) pr.ring[(w % pr.ring_rows) * n + k] = from_float<T>(entry[k]);
+    if (std::int32_t const cell = pr.cells[w / pr.per]; cell >= 0) {
+      auto const row = static_cast<std::int32_t>(cell * pr.per + w % pr.per);
+      for (int k = tid; k < n; k += blockDim.x) c.pool[static_cast<std::int64_t>(row) * n + k] = from_float<T>(entry[k]);
+      if (tid == 0) pr.readable[row] = row;
+    }
+  }
   if (c.overlap)
     for (int i = tid; i < m * n; i += blockDim.x) {
       int const j = i / n, k = i % n;
@@ -144,8 +168,9 @@ Status kv_step(KvStepArguments<T> const& a) {
   int width = 0;
   for (int i = 0; i < a.count; ++i) {
     CompressorStep<T> const& c = a.compressors[i];
-    if (c.ratio <= 0 || c.width <= 0 || 2 * a.rope.pairs > c.width || !c.kv || !c.gate || !c.pool || !c.ape || !c.norm ||
-        !c.values || !c.gates || (c.overlap && (!c.prev_kv || !c.prev_gate)))
+    if (c.ratio <= 0 || c.width <= 0 || 2 * a.rope.pairs > c.width || !c.kv || !c.gate || (!c.pool && !c.paged.cells) || !c.ape || !c.norm ||
+        !c.values || !c.gates || (c.overlap && (!c.prev_kv || !c.prev_gate)) ||
+        (c.paged.cells && (!c.paged.readable || c.paged.per <= 0 || !c.paged.ring || c.paged.ring_rows <= 0)))
       return Status::failure(errc::invalid_argument, "kv_step (CUDA): compressor ", i, " (ratio ", c.ratio, ", width ", c.width,
                              ") is incomplete");
     width = std::max(width, c.width);

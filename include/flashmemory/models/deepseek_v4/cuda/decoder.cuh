@@ -21,6 +21,12 @@
 // (detail/common.cuh), so a kernel's launch and the first weight loads of a matrix-vector product overlap
 // the end of the kernel before it.
 //
+// The CSA layers' KV: with Kv = FullResidentKv every entry and index key stays in device pools sized for
+// max_context; with a paged controller (lsa::cuda::DecoderLookahead: LSA) they live in its reserve — the
+// compressors write each new chunk there and into its ring, the indexer scores the readable reserve rows, the
+// top-k returns reserve rows, attention reads them — and each forward() pass or step() is one controller
+// step (begin_step before, end_step after: pages open, Level 1 at window boundaries, on the host).
+//
 // A chunk runs layer by layer: the projections of all its tokens at once (one pass over each weight
 // matrix per kTileTokens tokens), then token by token the cache update, indexer scores, top-k and
 // attention (the order of §6.5 that makes chunking invisible), then the output projection and the MoE for
@@ -35,6 +41,7 @@
 #include <flashmemory/core/cuda_backend.hpp>
 #include <flashmemory/core/error.hpp>
 #include <flashmemory/indexer/cuda/topk.cuh>
+#include <flashmemory/lsa/cuda/decoder_lookahead.cuh>
 #include <flashmemory/models/deepseek_v4/config.hpp>
 #include <flashmemory/models/deepseek_v4/cuda/attention.cuh>
 #include <flashmemory/models/deepseek_v4/cuda/cache.cuh>
@@ -56,6 +63,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 namespace flashmemory::models::deepseek_v4 {
@@ -121,25 +129,65 @@ struct Workspace {
 
 }  // namespace cuda::detail
 
+// A KV controller whose reserve the CUDA decoder's kernels read and write (lsa::cuda::DecoderLookahead).
+template <class Kv, class Storage>
+concept paged_device_kv = std::is_same_v<typename Kv::storage, Storage> &&
+                          requires(Kv& kv, ::flashmemory::lsa::cuda::DecoderShape const& shape, cudaStream_t s, index_t n) {
+                            kv.bind(shape, s);
+                            kv.begin_step(n);
+                            kv.end_step(n);
+                            { kv.entry_pool(n) } -> std::same_as<Storage*>;
+                            { kv.rows(n) } -> std::same_as<std::int32_t*>;
+                            { kv.offer(n) } -> std::same_as<float*>;
+                          };
+
 template <class Storage, class Kv>
 class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
-  static_assert(std::is_same_v<Kv, FullResidentKv>,
-                "deepseek_v4::Decoder<cuda>: only the FullResidentKv policy is implemented so far");
+  static constexpr bool kPaged = !std::is_same_v<Kv, FullResidentKv>;
+  static_assert(!kPaged || paged_device_kv<Kv, Storage>,
+                "deepseek_v4::Decoder<cuda>: the Kv parameter is FullResidentKv or a paged device controller in the "
+                "decoder's storage type (lsa::cuda::DecoderLookahead<Scorer, Policy, Storage>)");
   using T = Storage;
+  using KvMember = std::conditional_t<kPaged, Kv, std::monostate>;  // the native model needs no controller
   template <class U>
   using DeviceBuffer = ::flashmemory::cuda::DeviceBuffer<U>;
 
  public:
   using Options = CudaDecoderOptions;
 
+  // The native model: every CSA chunk resident.
   Decoder(Config config, Weights const& weights, Options options = {})
-      : config_(supported(std::move(config), options)), options_(options), weights_(cuda::upload_weights<T>(config_, weights)) {
+    requires(!kPaged)
+      : Decoder(std::move(config), weights, options, KvMember{}, kConstruct) {}
+
+  // LSA: the controller is bound to this decoder here (it sizes its buffers for this model).
+  Decoder(Config config, Weights const& weights, Options options, Kv kv)
+    requires(kPaged)
+      : Decoder(std::move(config), weights, options, std::move(kv), kConstruct) {}
+
+ private:
+  enum Construct { kConstruct };
+  Decoder(Config config, Weights const& weights, Options options, KvMember kv, Construct)
+      : config_(supported(std::move(config), options)), options_(options), weights_(cuda::upload_weights<T>(config_, weights)),
+        kv_(std::move(kv)) {
     // The uploads ran on the legacy stream, which stream() does not wait for: let them land first.
     FLASHMEMORY_CUDA_CHECK(cudaDeviceSynchronize());
     Config const& c = config_;
     std::int64_t px = 0, pq = 0, max_rows = c.sliding_window;
-    for (index_t l = 0; l < c.num_hidden_layers; ++l) {
-      cache_.emplace_back(c, l, options_.max_context);
+    if constexpr (kPaged) {
+      if (kv_.csa_layers() != c.count(LayerKind::csa))
+        fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: the KV controller serves ", kv_.csa_layers(),
+             " CSA layers, the model has ", c.count(LayerKind::csa));
+      kv_.bind({.entry_channels = c.head_dim, .key_channels = c.index_head_dim, .hidden = c.hidden_size,
+                .index_heads = c.index_n_heads,
+                .head_weight_fold = static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
+                .ratio = c.compress_rate_csa, .max_context = options_.max_context, .max_step = options_.max_chunk},
+               stream_);
+    }
+    for (index_t l = 0, csa = 0; l < c.num_hidden_layers; ++l) {
+      bool const paged = kPaged && c.layer_types[static_cast<std::size_t>(l)] == LayerKind::csa;
+      csa_index_.push_back(c.layer_types[static_cast<std::size_t>(l)] == LayerKind::csa ? csa++ : -1);
+      cache_.emplace_back(c, l, options_.max_context, paged ? paged_rows() : -1);
       px = std::max(px, weights_.layers[static_cast<std::size_t>(l)].layout.rows);
       pq = std::max(pq, weights_.layers[static_cast<std::size_t>(l)].layout.q_rows);
       max_rows = std::max(max_rows, rows_per_token(l));
@@ -158,6 +206,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     stream_.synchronize();
   }
 
+ public:
   Config const& config() const noexcept { return config_; }
   Options const& options() const noexcept { return options_; }
   // Position of the next token.
@@ -166,12 +215,20 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   index_t capacity() const noexcept { return options_.max_context; }
   // The stream every kernel of this decoder runs on.
   cudaStream_t stream() const noexcept { return stream_.get(); }
+  // The controller of the CSA layers' KV (footprint, statistics).
+  Kv& kv() noexcept
+    requires kPaged
+  { return kv_; }
+  Kv const& kv() const noexcept
+    requires kPaged
+  { return kv_; }
 
   // Starts a new sequence (enqueued on stream()).
   void reset() {
     position_ = 0;
     work_->position.fill_bytes(0, stream_);
     for (auto& l : cache_) l.reset(stream_);
+    if constexpr (kPaged) kv_.reset();
   }
 
   // Appends `ids` to the sequence; returns the logits of the last token [V] or of every token [S, V].
@@ -189,6 +246,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       bool const last = at + n == S;
       index_t const first = which == Logits::all ? 0 : last ? n - 1 : n;  // tokens [first, n) get logits
       for (index_t i = 0; i < n; ++i) ids_staging_[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(ids[at + i]);
+      if constexpr (kPaged) kv_.begin_step(n);
       FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(work_->ids.data(), ids_staging_.data(), static_cast<std::size_t>(n) * 4,
                                              cudaMemcpyHostToDevice, stream_));
       if (n == 1 && first == 0) run_step();
@@ -200,6 +258,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
                                                cudaMemcpyDeviceToHost, stream_));
       }
       stream_.synchronize();  // the staging buffer is reused by the next chunk; faults surface here
+      if constexpr (kPaged) kv_.end_step(n);
       at += n;
     }
     return logits;
@@ -207,13 +266,15 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
 
   // Device-side decoding (generation loops that keep tokens on the GPU, benchmarks): step() decodes the
   // token at device_token() and leaves its logits [V] in device_logits(). Enqueued on stream(); it neither
-  // allocates nor waits for the device.
+  // allocates nor waits for the device (with a paged controller, except at window boundaries: Level 1).
   std::int32_t* device_token() noexcept { return work_->ids.data(); }
   float const* device_logits() const noexcept { return work_->logits.data(); }
   void step() {
     expect_room(1);
+    if constexpr (kPaged) kv_.begin_step(1);
     run_step();
     ++position_;
+    if constexpr (kPaged) kv_.end_step(1);
   }
 
   // Benchmarks: drops the sequence and stands in random rows for a history of `tokens` tokens (the window,
@@ -222,6 +283,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   void fill_context_for_benchmark(index_t tokens, std::uint64_t seed) {
     if (tokens < 0 || tokens >= capacity())
       fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: a history of ", tokens, " tokens leaves no room in ", capacity());
+    if (kPaged) fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: a random history stands in for resident pools only (FullResidentKv)");
     reset();
     for (std::size_t l = 0; l < cache_.size(); ++l) cache_[l].fill_random(tokens, config_.head_dim, seed + 3 * l, stream_);
     cuda::detail::launch("deepseek_v4 advance_position_kernel", false, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0,
@@ -254,6 +316,12 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
            c.num_experts_per_tok, " of ", c.n_routed_experts, " experts (at most ", cuda::kMaxExpertsPerToken, " of ",
            cuda::kMaxExperts, ")");
     return c;
+  }
+
+  // Rows of a paged controller's reserve (what a paged CSA layer's scores cover), or −1.
+  std::int64_t paged_rows() const {
+    if constexpr (kPaged) return kv_.pool_rows();
+    else return -1;
   }
 
   void expect_room(index_t tokens) const {
@@ -369,6 +437,19 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         }
         norm_rope(nr);
       }
+      index_t const ci = csa_index_[static_cast<std::size_t>(l)];
+      if constexpr (kPaged)
+        if (index_t t = ci >= 0 ? kv_.target_index(ci) : -1; t >= 0) {
+          // Level-1 inputs of this target layer: the last token's attention input, indexer query, head weights.
+          std::int64_t const I = c.index_n_heads * c.index_head_dim;
+          auto copy = [&](float* dst, float const* src, std::int64_t n) {
+            FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n) * 4, cudaMemcpyDeviceToDevice, st));
+          };
+          float* offer = kv_.offer(t);
+          copy(offer, w.x.data() + (S - 1) * D, D);
+          copy(offer + D, w.pq.data() + (S - 1) * w.pq_stride + p.index_q, I);
+          copy(offer + D + I, w.px.data() + (S - 1) * w.px_stride + p.index_weights, c.index_n_heads);
+        }
 
       for (std::int64_t s = 0; s < S; ++s) {
         cuda::KvStepArguments<T> kv;
@@ -385,6 +466,17 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         if (kc.indexer)
           kv.compressors[kv.count++] = kc.indexer->step(lw.index_ape.data(), lw.index_norm.data(), w.px.data() + p.index_kv,
                                                          w.px.data() + p.index_gate, w.px_stride);
+        if constexpr (kPaged)
+          if (ci >= 0) {  // entries and keys go to the controller's reserve and rings
+            cuda::PagedRows<T> const rows{kv_.page_cells(), kv_.rows(ci), static_cast<int>(kv_.chunks_per_page())};
+            kv.compressors[0].pool = kv_.entry_pool(ci);
+            kv.compressors[0].paged = rows;
+            kv.compressors[0].paged.ring = kv_.entry_ring(ci);
+            kv.compressors[1].pool = kv_.key_pool(ci);
+            kv.compressors[1].paged = rows;
+            kv.compressors[1].paged.ring = kv_.key_ring(ci);
+            kv.compressors[0].paged.ring_rows = kv.compressors[1].paged.ring_rows = kv_.ring_rows();
+          }
         kv.rope = rope;
         kv.eps = c.rms_norm_eps;
         kv.stream = st;
@@ -394,11 +486,23 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         cuda::AttentionArguments<T> at;
         if (kind == LayerKind::csa) {
           auto& ix = *kc.indexer;
-          check(cuda::index_scores<T>({w.pq.data() + s * w.pq_stride + p.index_q, w.px.data() + s * w.px_stride + p.index_weights,
-                                       static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
-                                       ix.pool.data(), ix.capacity, static_cast<int>(c.index_n_heads),
-                                       static_cast<int>(c.index_head_dim), ix.ratio, pos, s, kc.scores.data(), st, pdl}));
-          check(topk_.run({matrix_view<float const>(kc.scores.data(), 1, ix.capacity), {}, {},
+          cuda::IndexScoreArguments<T> is{
+              .q = w.pq.data() + s * w.pq_stride + p.index_q,
+              .weights = w.px.data() + s * w.px_stride + p.index_weights,
+              .fold = static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
+              .keys = ix.pool.data(),
+              .capacity = ix.capacity,
+              .heads = static_cast<int>(c.index_n_heads),
+              .dim = static_cast<int>(c.index_head_dim),
+              .ratio = ix.ratio,
+              .position = pos,
+              .token = s,
+              .scores = kc.scores.data(),
+              .stream = st,
+              .overlap = pdl};
+          if constexpr (kPaged) is.keys = kv_.key_pool(ci), is.capacity = kv_.pool_rows(), is.rows = kv_.rows(ci);
+          check(cuda::index_scores<T>(is));
+          check(topk_.run({matrix_view<float const>(kc.scores.data(), 1, is.capacity), {}, {},
                            matrix_view<std::int32_t>(w.selected.data(), 1, c.index_topk), st}));
           at.mode = cuda::PoolRows::selected;
           at.selected = w.selected.data();
@@ -413,6 +517,8 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         if (kc.compressor) {
           at.pool = kc.compressor->pool.data();
           at.pool_rows = kc.compressor->capacity;
+          if constexpr (kPaged)
+            if (ci >= 0) at.pool = kv_.entry_pool(ci), at.pool_rows = kv_.pool_rows();
         }
         at.sink = lw.sink.data();
         at.scale = static_cast<float>(1.0 / std::sqrt(double(d)));
@@ -472,6 +578,8 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   Options options_;
   ::flashmemory::cuda::Stream stream_;
   cuda::DeviceWeights<T> weights_;
+  KvMember kv_;
+  std::vector<index_t> csa_index_;  // per layer: its number among the CSA layers, −1 for the others
   std::vector<cuda::DeviceLayerCache<T>> cache_;
   std::unique_ptr<cuda::detail::Workspace> work_;
   ::flashmemory::cuda::PinnedBuffer<std::int32_t> ids_staging_;

@@ -5,6 +5,9 @@
 // at −∞ (it fills the buffer at reset, and entries only ever become causal), so the top-k over the whole
 // buffer (fm::indexer::cuda::TopK) sees exactly the causal ones, whatever the step — graph-capture safe.
 //
+// With a row list (`rows`, a paged KV controller's: lsa/cuda/decoder_lookahead.cuh) the keys are the rows
+// of a reserve: every row r < capacity is scored, −∞ where rows[r] < 0 (not readable), fixed-shape as well.
+//
 // fm::indexer::cuda::IndexScores is the tensor-core kernel for DeepSeek's 64/128 × 128 indexer, but it
 // takes the number of keys from the host; this one reads the causal count from device memory and serves
 // any head count and width (the test fixtures have 4–16 heads of 16–32 channels).
@@ -39,6 +42,7 @@ struct IndexScoreArguments {
   float* scores = nullptr;  // [capacity]
   cudaStream_t stream = nullptr;
   bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
+  std::int32_t const* rows = nullptr;  // optional [capacity]: key r is readable iff rows[r] >= 0
 };
 
 namespace detail {
@@ -52,7 +56,7 @@ template <class T>
 __global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScoreArguments<T> const p) {
   enter();
   extern __shared__ __align__(16) float smem[];  // q [heads, dim] | weights [heads] | per-warp sums [warps][32]
-  std::int64_t const count = (*p.position + p.token + 1) / p.ratio;
+  std::int64_t const count = p.rows ? p.capacity : (*p.position + p.token + 1) / p.ratio;
   if (static_cast<std::int64_t>(blockIdx.x) * kScoreEntries >= count) return;  // block-uniform
   float* q = smem;
   float* hw = q + p.heads * p.dim;
@@ -66,8 +70,9 @@ __global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScor
        first += static_cast<std::int64_t>(gridDim.x) * kScoreEntries) {
     __syncthreads();  // q staged; the previous tile's sums consumed
     std::int64_t const w = first + lane;
+    bool const live = w < count && (!p.rows || p.rows[w] >= 0);
     float sum = 0.0f;
-    if (w < count) {
+    if (live) {
       T const* key = p.keys + w * p.dim;
       for (int h0 = h_begin; h0 < h_end; h0 += kScoreHeads) {
         float acc[kScoreHeads] = {};
@@ -92,7 +97,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScor
     if (warp == 0 && w < count) {
       float total = 0.0f;
       for (int i = 0; i < kScoreWarps; ++i) total += part[i * 32 + lane];
-      p.scores[w] = total * p.fold;
+      p.scores[w] = live ? total * p.fold : kNegInf;
     }
   }
 }
