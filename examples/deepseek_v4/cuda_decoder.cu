@@ -18,6 +18,8 @@ namespace {
 
 template <class Backend, class Kv = v4::FullResidentKv>
 class Model final : public CudaModel {
+  static constexpr bool kNative = std::is_same_v<Kv, v4::FullResidentKv>;
+
  public:
   template <class... KvArgs>
   Model(v4::Config config, v4::Weights const& weights, v4::CudaDecoderOptions const& options, KvArgs&&... kv)
@@ -25,23 +27,31 @@ class Model final : public CudaModel {
   std::vector<float> forward(std::span<fm::index_t const> ids) override { return decoder_.forward(ids); }
   v4::Config const& config() const override { return decoder_.config(); }
   fm::index_t position() const override { return decoder_.position(); }
+  void reset() override { decoder_.reset(); }
   std::optional<CudaLsaReport> lsa_report() const override {
-    if constexpr (std::is_same_v<Kv, v4::FullResidentKv>) {
+    if constexpr (kNative) {
       return std::nullopt;
     } else {
       auto const& kv = decoder_.kv();
       auto const engine = kv.engine_stats();
       return CudaLsaReport{.footprint = kv.footprint(), .stats = kv.stats(), .resident_pages = kv.table().resident_pages(),
-                           .history_pages = kv.entries(0).mirror.num_pages(), .copy_ms = engine.copy_ms, .stalls = engine.stalls};
+                           .history_pages = kv.history_pages(), .copy_ms = engine.copy_ms, .stalls = engine.stalls};
     }
+  }
+  void set_lsa(AllScorers scorer, AnyPolicy policy) override {
+    if constexpr (kNative) fm::fail(fm::errc::unsupported, "fm-dsv4: this CUDA decoder runs without LSA");
+    else decoder_.kv().scorer() = std::move(scorer), decoder_.kv().policy() = std::move(policy);
+  }
+  void hand_over(fm::index_t cells) override {
+    if constexpr (kNative) fm::fail(fm::errc::unsupported, "fm-dsv4: this CUDA decoder runs without LSA");
+    else decoder_.hand_over(cells);
   }
 
  private:
   v4::Decoder<Backend, Kv> decoder_;
 };
 
-template <class Scorer>
-using Lsa = fm::lsa::cuda::DecoderLookahead<Scorer, AnyPolicy, fm::bfloat16>;
+using Lsa = fm::lsa::cuda::DecoderLookahead<AllScorers, AnyPolicy, fm::bfloat16>;
 
 }  // namespace
 
@@ -68,13 +78,8 @@ std::unique_ptr<CudaModel> make_cuda_model(v4::Config config, v4::Weights weight
     if (s.storage == CudaStorage::f32)
       fm::fail(fm::errc::unsupported, "--lsa on --device cuda keeps bf16 rows: use --cuda-storage bf16");
     CudaLsa const& l = *s.lsa;
-    return std::visit(
-        [&](auto const& scorer) -> std::unique_ptr<CudaModel> {
-          using Kv = Lsa<std::decay_t<decltype(scorer)>>;
-          return std::make_unique<Model<fm::cuda::Backend, Kv>>(std::move(config), weights, options,
-                                                               Kv(scorer, l.policy, l.options, l.chunks_per_page));
-        },
-        l.scorer);
+    return std::make_unique<Model<fm::cuda::Backend, Lsa>>(std::move(config), weights, options,
+                                                          Lsa(l.scorer, l.policy, l.options, l.chunks_per_page));
   }
   if (s.storage == CudaStorage::f32) return std::make_unique<Model<fm::cuda::Float32Backend>>(std::move(config), weights, options);
   return std::make_unique<Model<fm::cuda::Backend>>(std::move(config), weights, options);

@@ -27,7 +27,7 @@ enum class CudaStorage { bf16, f32 };
 
 // LSA on the CSA layers (lsa::cuda::DecoderLookahead, bf16 rows): the Level-1 scorer, the policy, the sizes.
 struct CudaLsa {
-  std::variant<ProbabilityScorer, BudgetScorer> scorer;
+  AllScorers scorer;
   AnyPolicy policy;
   fm::lsa::LookaheadOptions options;
   fm::index_t chunks_per_page = 64;
@@ -57,7 +57,12 @@ class CudaModel {
   virtual std::vector<float> forward(std::span<fm::index_t const> ids) = 0;
   virtual v4::Config const& config() const = 0;
   virtual fm::index_t position() const = 0;
+  virtual void reset() = 0;  // a new sequence
+  // With LSA (CudaSettings::lsa; errc::unsupported otherwise): what the report says; another scorer and policy
+  // for the next Level 1; the end of a full-KV prefill (LookaheadOptions::full_prefill).
   virtual std::optional<CudaLsaReport> lsa_report() const { return std::nullopt; }
+  virtual void set_lsa(AllScorers scorer, AnyPolicy policy) = 0;
+  virtual void hand_over(fm::index_t cells) = 0;
 };
 
 // The CUDA device fm-dsv4 will run on, in words (name, compute capability, memory). Throws fm::error when this

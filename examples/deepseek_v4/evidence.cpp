@@ -1,6 +1,7 @@
-// evidence.cpp — fm-dsv4 --dump and --eval (evidence.hpp), on the float32 reference decoder.
+// evidence.cpp — fm-dsv4 --dump and --eval (evidence.hpp): the float32 reference decoder, --eval also the CUDA one.
 #include "evidence.hpp"
 
+#include "cuda_decoder.hpp"
 #include "lsa_parts.hpp"
 
 #include <flashmemory/io/json.hpp>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <numeric>
 #include <span>
 #include <stdexcept>
@@ -203,8 +205,7 @@ namespace {
 
 // Every Level-1 scorer in one type, so that one prefilled sequence can be forked into every mode. The eval picks
 // threshold policies only for the Memory Indexer and the oracle, whose scores are probabilities.
-using EvalScorer = AnyScorer<true, fm::indexer::MemoryIndexer, fm::indexer::Oracle, fm::indexer::Recency, fm::indexer::Random,
-                             fm::indexer::MinMaxBounds>;
+using EvalScorer = AllScorers;
 using EvalLookahead = fm::lsa::Lookahead<EvalScorer, AnyPolicy>;
 using EvalModel = v4::Decoder<fm::cpu::Backend, fm::lsa::NativeTrace<EvalLookahead>>;
 
@@ -215,7 +216,8 @@ struct Answer {
 };
 
 // Greedy answer of at most `limit` tokens, stopping at an end-of-sequence token.
-Answer answer(EvalModel& model, std::vector<float> logits, index_t limit) {
+template <class Model>
+Answer answer(Model& model, std::vector<float> logits, index_t limit) {
   Answer a;
   auto t0 = Clock::now();
   auto const& eos = model.config().eos_token_ids;
@@ -230,23 +232,98 @@ Answer answer(EvalModel& model, std::vector<float> logits, index_t limit) {
   return a;
 }
 
-}  // namespace
+// The prompt in steps of `chunk` tokens; the last token's logits.
+template <class Model>
+std::vector<float> prefill(Model& model, std::vector<index_t> const& prompt, index_t chunk) {
+  std::vector<float> logits;
+  auto const P = static_cast<index_t>(prompt.size());
+  for (index_t at = 0; at < P; at += chunk)
+    logits = model.forward(std::span(prompt).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(std::min(chunk, P - at))));
+  return logits;
+}
 
-void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const& s) {
-  std::vector<std::string> modes = s.modes;
-  if (modes.empty())
-    for (char const* m : kEvalModes)
-      if (s.indexer || !std::string(m).starts_with("memory")) modes.push_back(m);
-  std::optional<fm::indexer::MemoryIndexer> indexer;
-  std::vector<index_t> targets = all_csa_layers(config);
-  if (targets.empty()) throw std::runtime_error("--eval: the model has no CSA layers, so nothing for LSA to keep");
-  for (auto const& m : modes) {
-    if (std::find(std::begin(kEvalModes), std::end(kEvalModes), m) == std::end(kEvalModes))
-      throw std::runtime_error("--modes: unknown mode \"" + m + "\"");
-    if (m.starts_with("memory") && !s.indexer) throw std::runtime_error("--modes " + m + " needs the Memory Indexer: --indexer FILE");
+// What a mode sets before the hand-over: its scorer and policy (none: the default's), and the reserve's cells.
+struct ModeSetup {
+  std::optional<EvalScorer> scorer;
+  std::optional<AnyPolicy> policy;
+  index_t cells = 0;
+};
+
+// The modes that need one, share the sizes of one item: `pages` of history, `budget` pages for the equal-budget
+// modes (the recency tail of `tail_pages` included), pages of `per` chunks.
+struct ModeSizes {
+  index_t pages = 0, budget = 0, tail_pages = 0, per = 0;
+};
+
+ModeSetup mode_setup(std::string const& mode, ModeSizes const& z, std::optional<fm::indexer::MemoryIndexer> const& indexer,
+                     std::string const& item_id) {
+  ModeSetup m{.cells = z.budget + 1};  // + the page a decode step opens
+  fm::residency::RecencyTail const recent{z.tail_pages * z.per};
+  if (mode == "memory_threshold" || mode == "oracle") {
+    m.policy = AnyPolicy{WithTail<fm::residency::Threshold>(fm::residency::Threshold{0.5}, recent)};
+    m.cells = z.pages + 1;  // a threshold set has no fixed size: what it holds is reported, not what is set aside
+  } else if (mode == "memory_densest") {
+    m.policy = AnyPolicy{WithTail<fm::residency::DensestPages>(fm::residency::DensestPages{.kmax = z.budget - z.tail_pages}, recent)};
+  } else if (mode == "recency") {
+    m.policy = AnyPolicy{fm::residency::TopFraction{.count = z.budget}};
+  } else if (mode != "full") {
+    m.policy = AnyPolicy{WithTail<fm::residency::TopFraction>(fm::residency::TopFraction{.count = z.budget - z.tail_pages}, recent)};
   }
-  if (s.indexer) indexer = load_memory_indexer(*s.indexer, config, targets);
+  if (mode.starts_with("memory")) m.scorer = EvalScorer{*indexer};
+  else if (mode == "random") m.scorer = EvalScorer{fm::indexer::Random(std::hash<std::string>{}(item_id))};
+  else if (mode == "minmax") m.scorer = EvalScorer{fm::indexer::MinMaxBounds{.chunks_per_page = z.per}};
+  else if (mode == "oracle") m.scorer = EvalScorer{fm::indexer::Oracle{}};
+  return m;
+}
 
+// One JSONL line and the tally of one (item, mode).
+struct Recorder {
+  std::ofstream out;
+  std::map<std::string, std::pair<index_t, index_t>> tally;  // mode → (correct, items), for the progress line
+
+  void record(TaskItem const& item, std::string const& mode, Answer const& a, index_t resident, index_t pages,
+              fm::lsa::KindFootprint footprint, double prefill_s, fm::lsa::LookaheadStats const& stats) {
+    if (mode == "full") footprint.resident_bytes = footprint.full_bytes;  // every page, read from the mirror
+    nlohmann::json line = {{"id", item.id},
+                           {"task", item.task},
+                           {"length", item.length},
+                           {"mode", mode},
+                           {"generated", a.generated},
+                           {"answer", item.answer},
+                           {"resident_fraction", double(resident) / double(pages)},
+                           {"resident_pages", resident},
+                           {"history_pages", pages},
+                           {"gpu_kv_bytes", footprint.resident_bytes},
+                           {"full_kv_bytes", footprint.full_bytes},
+                           {"reserve_bytes", footprint.reserve_bytes},
+                           {"prefill_s", prefill_s},
+                           {"decode_tokens_per_s", a.decoded > 0 ? double(a.decoded) / a.seconds : 0.0},
+                           {"pages_recalled", stats.recall.pages_fetched},
+                           {"recall_bytes", stats.recall.bytes_moved},
+                           {"fallbacks", stats.fallbacks}};
+    out << line.dump() << "\n";
+    auto const limit = static_cast<std::ptrdiff_t>(item.answer.size());
+    bool const correct = std::vector<index_t>(a.generated.begin(), a.generated.begin() + std::min<std::ptrdiff_t>(a.generated.size(), limit)) == item.answer;
+    auto& [right, seen] = tally[mode];
+    right += correct, ++seen;
+  }
+  void progress(std::size_t i, std::size_t n, TaskItem const& item, Clock::time_point t0) {
+    out.flush();
+    std::fprintf(stderr, "\reval %zu/%zu (%s, %.1f s):", i + 1, n, item.id.c_str(), std::chrono::duration<double>(Clock::now() - t0).count());
+    for (auto const& [mode, c] : tally) std::fprintf(stderr, " %s %lld/%lld", mode.c_str(), static_cast<long long>(c.first), static_cast<long long>(c.second));
+  }
+  void summary(std::size_t items, std::size_t modes, std::filesystem::path const& path) const {
+    std::fprintf(stderr, "\n");
+    std::printf("evaluated %zu items × %zu modes → %s\n", items, modes, path.string().c_str());
+    for (auto const& [mode, c] : tally)
+      std::printf("  %-18s %lld/%lld exact\n", mode.c_str(), static_cast<long long>(c.first), static_cast<long long>(c.second));
+  }
+};
+
+// The float32 host reference: one prefill per item, forked into every mode.
+void evaluate_host(v4::Config const& config, v4::Weights weights, EvalSettings const& s, std::vector<std::string> const& modes,
+                   std::optional<fm::indexer::MemoryIndexer> const& indexer, std::vector<index_t> const& targets,
+                   std::vector<TaskItem> const& items, Recorder& rec) {
   index_t const per = s.page, tail_pages = (s.tail_chunks + per - 1) / per;
   EvalModel base(config, std::move(weights),
                  fm::lsa::NativeTrace<EvalLookahead>(EvalLookahead({fm::indexer::Recency{}}, {}, v4::entry_layout(config, per),
@@ -256,88 +333,105 @@ void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const&
                                                                     .tau = s.tau,
                                                                     .full_prefill = true}),
                                                      s.filter));
-  std::vector<TaskItem> items = read_tasks(s.tasks);
-  std::ofstream out(s.out);
-  if (!out) throw std::runtime_error(s.out.string() + ": cannot write");
-  std::map<std::string, std::pair<index_t, index_t>> tally;  // mode → (correct, items), for the progress line
   auto t0 = Clock::now();
   for (std::size_t i = 0; i < items.size(); ++i) {
     TaskItem const& item = items[i];
     auto const P = static_cast<index_t>(item.prompt.size()), limit = static_cast<index_t>(item.answer.size());
     base.reset();
-    std::vector<float> logits;
     auto tp = Clock::now();
-    for (index_t at = 0; at < P; at += s.chunk)
-      logits = base.forward(std::span(item.prompt).subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(std::min(s.chunk, P - at))));
-    double prefill_s = std::chrono::duration<double>(Clock::now() - tp).count();
+    std::vector<float> const logits = prefill(base, item.prompt, s.chunk);
+    double const prefill_s = std::chrono::duration<double>(Clock::now() - tp).count();
     index_t const pages = base.kv().inner().entries(0).mirror.num_pages();
-    index_t const budget = std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages))));
+    ModeSizes const z{pages, std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages)))), tail_pages, per};
 
     std::optional<EvalModel> full;  // the oracle's labels come from the full-attention answer
     auto run_mode = [&](std::string const& mode) {
       EvalModel m = base;
       auto& kv = m.kv().inner();
-      fm::residency::RecencyTail recent{tail_pages * per};
-      index_t cells = budget + 1;  // + the page a decode step opens
-      if (mode == "memory_threshold" || mode == "oracle") {
-        kv.policy() = {WithTail<fm::residency::Threshold>(fm::residency::Threshold{0.5}, recent)};
-        cells = pages + 1;  // a threshold set has no fixed size: what it holds is reported, not what is set aside
-      } else if (mode == "memory_densest") {
-        kv.policy() = {WithTail<fm::residency::DensestPages>(fm::residency::DensestPages{.kmax = budget - tail_pages}, recent)};
-      } else if (mode == "recency") {
-        kv.policy() = {fm::residency::TopFraction{.count = budget}};
-      } else if (mode != "full") {
-        kv.policy() = {WithTail<fm::residency::TopFraction>(fm::residency::TopFraction{.count = budget - tail_pages}, recent)};
-      }
-      if (mode.starts_with("memory")) kv.scorer() = {*indexer};
-      else if (mode == "random") kv.scorer() = {fm::indexer::Random(std::hash<std::string>{}(item.id))};
-      else if (mode == "minmax") kv.scorer() = {fm::indexer::MinMaxBounds{.chunks_per_page = per}};
-      else if (mode == "oracle") {
-        kv.scorer() = {fm::indexer::Oracle{}};
+      ModeSetup const setup = mode_setup(mode, z, indexer, item.id);
+      if (setup.scorer) kv.scorer() = *setup.scorer;
+      if (setup.policy) kv.policy() = *setup.policy;
+      if (mode == "oracle") {
         auto golden = full->kv().golden_window(P - 1, s.tau, kv.entries(0).mirror.num_chunks());
         kv.offer_future(std::vector<float>(golden.begin(), golden.end()));
       }
-      if (mode != "full") kv.hand_over(cells);
-      fm::lsa::KindFootprint footprint = kv.footprint().total();
-      index_t const resident = mode == "full" ? pages : kv.table().resident_pages();
-      if (mode == "full") footprint.resident_bytes = footprint.full_bytes;  // every page, read from the mirror
-      Answer a = answer(m, logits, limit);
-      auto const& stats = kv.stats();
-      nlohmann::json line = {{"id", item.id},
-                             {"task", item.task},
-                             {"length", item.length},
-                             {"mode", mode},
-                             {"generated", a.generated},
-                             {"answer", item.answer},
-                             {"resident_fraction", double(resident) / double(pages)},
-                             {"resident_pages", resident},
-                             {"history_pages", pages},
-                             {"gpu_kv_bytes", footprint.resident_bytes},
-                             {"full_kv_bytes", footprint.full_bytes},
-                             {"reserve_bytes", footprint.reserve_bytes},
-                             {"prefill_s", prefill_s},
-                             {"decode_tokens_per_s", a.decoded > 0 ? double(a.decoded) / a.seconds : 0.0},
-                             {"pages_recalled", stats.recall.pages_fetched},
-                             {"recall_bytes", stats.recall.bytes_moved},
-                             {"fallbacks", stats.fallbacks}};
-      out << line.dump() << "\n";
-      bool correct = std::vector<index_t>(a.generated.begin(), a.generated.begin() + std::min<std::ptrdiff_t>(a.generated.size(), limit)) == item.answer;
-      auto& [right, seen] = tally[mode];
-      right += correct, ++seen;
+      if (mode != "full") kv.hand_over(setup.cells);
+      Answer const a = answer(m, logits, limit);
+      rec.record(item, mode, a, mode == "full" ? pages : kv.table().resident_pages(), pages, kv.footprint().total(), prefill_s,
+                 kv.stats());
       if (mode == "full") full.emplace(std::move(m));
     };
     run_mode("full");  // always first: the oracle's labels are the golden chunks of its answer
     for (std::string const& mode : modes)
       if (mode != "full") run_mode(mode);
-    out.flush();
-    std::fprintf(stderr, "\reval %zu/%zu (%s, %.1f s):", i + 1, items.size(), item.id.c_str(),
-                 std::chrono::duration<double>(Clock::now() - t0).count());
-    for (auto const& [mode, c] : tally) std::fprintf(stderr, " %s %lld/%lld", mode.c_str(), static_cast<long long>(c.first), static_cast<long long>(c.second));
+    rec.progress(i, items.size(), item, t0);
   }
-  std::fprintf(stderr, "\n");
-  std::printf("evaluated %zu items × %zu modes → %s\n", items.size(), modes.size(), s.out.string().c_str());
-  for (auto const& [mode, c] : tally)
-    std::printf("  %-18s %lld/%lld exact\n", mode.c_str(), static_cast<long long>(c.first), static_cast<long long>(c.second));
+}
+
+// The CUDA decoder with LSA (bf16 rows): every mode prefills the item again on full KV, then hands over.
+void evaluate_cuda(v4::Config const& config, v4::Weights weights, EvalSettings const& s, std::vector<std::string> const& modes,
+                   std::optional<fm::indexer::MemoryIndexer> const& indexer, std::vector<index_t> const& targets,
+                   std::vector<TaskItem> const& items, Recorder& rec) {
+  index_t const per = s.page, tail_pages = (s.tail_chunks + per - 1) / per;
+  index_t longest = 1;
+  for (TaskItem const& item : items) longest = std::max<index_t>(longest, static_cast<index_t>(item.prompt.size() + item.answer.size()));
+  index_t const most_pages = (longest / config.compress_rate_csa + per - 1) / per;
+  auto model = make_cuda_model(config, std::move(weights),
+                               {.max_context = longest,
+                                .max_chunk = s.chunk,
+                                .lsa = CudaLsa{.scorer = {fm::indexer::Recency{}},
+                                               .policy = {},
+                                               .options = {.csa_layers = config.count(v4::LayerKind::csa),
+                                                           .target_layers = targets,
+                                                           .reserve_cells = most_pages + 1,
+                                                           .tau = s.tau,
+                                                           .full_prefill = true},
+                                               .chunks_per_page = per}});
+  auto t0 = Clock::now();
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    TaskItem const& item = items[i];
+    auto const P = static_cast<index_t>(item.prompt.size()), limit = static_cast<index_t>(item.answer.size());
+    index_t const pages = (P / config.compress_rate_csa + per - 1) / per;
+    ModeSizes const z{pages, std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages)))), tail_pages, per};
+    for (std::string const& mode : modes) {
+      model->reset();
+      auto tp = Clock::now();
+      std::vector<float> const logits = prefill(*model, item.prompt, s.chunk);
+      double const prefill_s = std::chrono::duration<double>(Clock::now() - tp).count();
+      ModeSetup setup = mode_setup(mode, z, indexer, item.id);
+      model->set_lsa(setup.scorer.value_or(EvalScorer{fm::indexer::Recency{}}), setup.policy.value_or(AnyPolicy{}));
+      if (mode != "full") model->hand_over(setup.cells);
+      Answer const a = answer(*model, logits, limit);
+      CudaLsaReport const r = *model->lsa_report();
+      rec.record(item, mode, a, mode == "full" ? pages : r.resident_pages, pages, r.footprint.total(), prefill_s, r.stats);
+    }
+    rec.progress(i, items.size(), item, t0);
+  }
+}
+
+}  // namespace
+
+void evaluate(v4::Config const& config, v4::Weights weights, EvalSettings const& s) {
+  std::vector<std::string> modes = s.modes;
+  if (modes.empty())
+    for (char const* m : kEvalModes)
+      if ((s.indexer || !std::string(m).starts_with("memory")) && (!s.cuda || std::string(m) != "oracle")) modes.push_back(m);
+  std::optional<fm::indexer::MemoryIndexer> indexer;
+  std::vector<index_t> targets = all_csa_layers(config);
+  if (targets.empty()) throw std::runtime_error("--eval: the model has no CSA layers, so nothing for LSA to keep");
+  for (auto const& m : modes) {
+    if (std::find(std::begin(kEvalModes), std::end(kEvalModes), m) == std::end(kEvalModes))
+      throw std::runtime_error("--modes: unknown mode \"" + m + "\"");
+    if (m.starts_with("memory") && !s.indexer) throw std::runtime_error("--modes " + m + " needs the Memory Indexer: --indexer FILE");
+    if (m == "oracle" && s.cuda) throw std::runtime_error("--modes oracle reads the host reference's trace of the full answer: --device cpu");
+  }
+  if (s.indexer) indexer = load_memory_indexer(*s.indexer, config, targets);
+  std::vector<TaskItem> const items = read_tasks(s.tasks);
+  Recorder rec{std::ofstream(s.out), {}};
+  if (!rec.out) throw std::runtime_error(s.out.string() + ": cannot write");
+  if (s.cuda) evaluate_cuda(config, std::move(weights), s, modes, indexer, targets, items, rec);
+  else evaluate_host(config, std::move(weights), s, modes, indexer, targets, items, rec);
+  rec.summary(items.size(), modes.size(), s.out);
 }
 
 }  // namespace fm_dsv4

@@ -50,6 +50,7 @@ struct EvalSettings {
   flashmemory::index_t tau = 64;
   flashmemory::index_t chunk = 256;              // prefill step
   flashmemory::lsa::GoldenFilter filter = kGoldenFilter;  // the oracle's labels: the golden chunks of the answer
+  bool cuda = false;  // the CUDA decoder with LSA (bf16 rows; no oracle) instead of the float32 host reference
 };
 
 inline constexpr char const* kEvalModes[] = {"full",   "memory_threshold", "memory_densest", "recency",

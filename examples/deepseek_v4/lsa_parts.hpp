@@ -40,6 +40,10 @@ struct AnyScorer {
 };
 using ProbabilityScorer = AnyScorer<true, fm::indexer::MemoryIndexer, fm::indexer::Oracle>;
 using BudgetScorer = AnyScorer<false, fm::indexer::Recency, fm::indexer::Random, fm::indexer::MinMaxBounds>;
+// Every scorer in one type (the CUDA decoder's, and the eval's, which switches scorers on one sequence); the
+// caller pairs threshold policies with probability scores only.
+using AllScorers = AnyScorer<true, fm::indexer::MemoryIndexer, fm::indexer::Oracle, fm::indexer::Recency, fm::indexer::Random,
+                             fm::indexer::MinMaxBounds>;
 
 template <class Part>
 using WithTail = fm::residency::Union<Part, fm::residency::RecencyTail>;

@@ -89,7 +89,8 @@ constexpr char const* kUsage = R"(usage:
       threshold policy: a perfect Memory Indexer) (default: all; memory_* need --indexer). Equal-
       budget modes keep --budget of the pages (default 0.125) including a tail of 16 chunks; pages of
       --page chunks (default 16); --nucleus-p and --votes filter the oracle's golden labels as --dump's.
-      One JSONL line per item and mode (tools/lsa_table.py: the table)
+      One JSONL line per item and mode (tools/lsa_table.py: the table). With --device cuda: the CUDA
+      decoder with LSA (bf16 rows, recalls on a copy stream), each mode prefilling again; no oracle
     Both read TASKS from tools/make_tasks.py generate and take [--items N] (per task and length),
     [--lengths L1,L2,...] and [--shard K/N] (items whose index is K mod N: parallel processes)
   fm-dsv4 --help
@@ -228,8 +229,10 @@ Options parse_args(int argc, char** argv) {
     throw Usage("--tasks, --out, --items, --lengths, --modes and --shard belong to --dump or --eval");
   if (o.dump && !o.tasks) throw Usage("--dump needs the documents: --tasks DIR (tools/make_tasks.py generate)");
   if (o.eval && !o.out) throw Usage("--eval needs --out FILE (JSONL of predictions)");
-  if ((o.dump || o.eval) && (o.lsa != "off" || o.device != "cpu" || o.kv_report))
-    throw Usage("--dump and --eval run the float32 reference and choose their KV modes themselves: no --lsa, --device or --kv-report");
+  if ((o.dump || o.eval) && (o.lsa != "off" || o.kv_report))
+    throw Usage("--dump and --eval choose their KV modes themselves: no --lsa or --kv-report");
+  if (o.dump && o.device != "cpu") throw Usage("--dump runs the float32 reference: no --device");
+  if (o.eval && o.cuda_storage) throw Usage("--eval on --device cuda keeps bf16 rows: no --cuda-storage");
   if (o.dump && (o.policy || o.page || o.budget || o.indexer)) throw Usage("--dump takes --tau but no --policy, --page, --budget or --indexer");
   if (o.dump || o.eval) return o;  // they take --tau (and --eval --indexer, --budget, --page) without --lsa
   if (!o.kv_report && (o.context >= 0 || o.config)) throw Usage("--context and --config belong to --kv-report");
@@ -514,7 +517,9 @@ int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std:
                                  .max_chunk = std::min<fm::index_t>({o.chunk, n, 65535})};
   if (scorer) {
     LsaSetup setup = lsa_setup(o, config, n + o.max_new_tokens, std::move(targets));
-    settings.lsa = fm_dsv4::CudaLsa{std::move(*scorer), std::move(setup.policy), std::move(setup.options), setup.per};
+    auto all = std::visit([](auto& any) { return std::visit([](auto& s) { return fm_dsv4::AllScorers{std::move(s)}; }, any.scorer); },
+                          *scorer);
+    settings.lsa = fm_dsv4::CudaLsa{std::move(all), std::move(setup.policy), std::move(setup.options), setup.per};
   }
   auto model = fm_dsv4::make_cuda_model(std::move(config), std::move(weights), settings);
   Sequence run = run_sequence(*model, prompt, o, rng);
@@ -532,8 +537,9 @@ int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std:
   return 0;
 }
 
-// --dump and --eval (evidence.hpp) on the float32 reference decoder.
+// --dump and --eval (evidence.hpp): the float32 reference decoder, or for --eval the CUDA one.
 int evidence(Options const& o) {
+  if (o.device == "cuda") std::printf("device: cuda: %s\n", fm_dsv4::cuda_device().c_str());
   auto [config, weights] = v4::load_model(o.checkpoint);
   fm_dsv4::TaskSelection tasks{.dir = o.dump ? *o.tasks : *o.eval, .items = o.items, .lengths = o.lengths, .shard = o.shard,
                                .shards = o.shards};
@@ -546,7 +552,7 @@ int evidence(Options const& o) {
   fm_dsv4::evaluate(config, std::move(weights),
                     {.tasks = tasks, .out = *o.out, .indexer = o.indexer, .modes = o.modes, .budget = o.budget.value_or(0.125),
                      .page = o.page.value_or(16), .tau = o.tau.value_or(64), .chunk = o.chunk,
-                     .filter = {.nucleus_p = o.nucleus_p, .votes = o.votes}});
+                     .filter = {.nucleus_p = o.nucleus_p, .votes = o.votes}, .cuda = o.device == "cuda"});
   return 0;
 }
 

@@ -16,7 +16,9 @@
 #include <flashmemory/indexer/cuda/topk.cuh>
 #include <flashmemory/recall/cuda/page_gather.cuh>
 
-// the LSA runtime on the device: pinned mirror / device reserve allocators, recall engine, Lookahead
+// the LSA runtime on the device: pinned mirror / device reserve allocators, recall engine, the Lookahead
+// controllers (V4-Flash device formats; a CUDA decoder's own rows)
+#include <flashmemory/lsa/cuda/decoder_lookahead.cuh>
 #include <flashmemory/lsa/cuda/lookahead.cuh>
 #include <flashmemory/recall/cuda/engine.cuh>
 #include <flashmemory/store/cuda/allocators.cuh>

@@ -181,6 +181,58 @@ TEST_CASE("CUDA decoder + DecoderLookahead at a recency budget: the host referen
   CHECK(gpu.kv().resident_set() == host.kv().resident_set());
 }
 
+TEST_CASE("CUDA decoder + DecoderLookahead, full-KV prefill: native until hand_over, then the host reference's hand-over",
+          "[gpu][deepseek_v4][lsa]") {
+  std::string const name = GENERATE("dense", "select", "yarn");
+  CAPTURE(name);
+  Run const r = load_run(name);
+  index_t const V = r.config.vocab_size, pages = (chunks(r) + kPerPage - 1) / kPerPage;
+  index_t const cells = fm::store::cells_for_fraction(0.2, chunks(r), kPerPage) + 1;
+  fm::lsa::LookaheadOptions const lo{.csa_layers = csa_layers(r), .target_layers = {}, .reserve_cells = pages, .tau = kTau,
+                                     .full_prefill = true};
+  using Gpu = GpuLsa<fm::indexer::Recency, fm::residency::TopFraction, float>;
+  v4::Decoder<fm::cuda::Float32Backend, Gpu> gpu(r.config, r.weights, options(), Gpu({}, {0.2}, lo, kPerPage));
+  v4::Decoder<fm::cuda::Float32Backend> native(r.config, r.weights, options());
+  CHECK(run(gpu, r, 7) == run(native, r, 7));  // never handed over: the native model
+  CHECK(gpu.kv().stats().windows == 0);
+  CHECK_THROWS_WITH(gpu.hand_over(pages + 1), Catch::Matchers::ContainsSubstring("1 to the prefill reserve's"));
+
+  using Host = fm::lsa::Lookahead<fm::indexer::Recency, fm::residency::TopFraction>;
+  auto host_options = lo;
+  host_options.reserve_cells = 0;
+  v4::Decoder<fm::cpu::Backend, Host> host(
+      r.config, r.weights, Host({}, {0.2}, v4::entry_layout(r.config, kPerPage), v4::key_layout(r.config, kPerPage), host_options));
+  gpu.reset();
+  auto const prompt = std::span(r.tokens).first(static_cast<std::size_t>(r.prompt));
+  auto got = gpu.forward(prompt), want = host.forward(prompt);
+  gpu.hand_over(cells);
+  host.kv().hand_over(cells);
+  CHECK(gpu.kv().resident_set() == host.kv().resident_set());
+  CHECK(gpu.kv().table().resident_pages() == host.kv().table().resident_pages());
+  auto const f = gpu.kv().footprint().total();
+  CHECK(f.resident_bytes < f.full_bytes / 2);
+  std::vector<float> all_got, all_want;
+  for (index_t at = r.prompt; at < static_cast<index_t>(r.tokens.size()); ++at) {
+    got = gpu.forward(std::span(r.tokens).subspan(static_cast<std::size_t>(at), 1));
+    want = host.forward(std::span(r.tokens).subspan(static_cast<std::size_t>(at), 1));
+    double const e = dsv4_test::rel_err(got, want);
+    INFO("decode position " << at << ": error " << e);
+    REQUIRE(e <= 1e-3);
+    REQUIRE(argmax(got) == argmax(want));
+    all_got.insert(all_got.end(), got.begin(), got.end());
+  }
+  CHECK(gpu.kv().stats().windows == host.kv().stats().windows);
+  // The decode read less than everything: its logits are not the native ones.
+  gpu.reset();
+  gpu.forward(prompt);
+  std::vector<float> full;
+  for (index_t at = r.prompt; at < static_cast<index_t>(r.tokens.size()); ++at) {
+    auto l = gpu.forward(std::span(r.tokens).subspan(static_cast<std::size_t>(at), 1));
+    full.insert(full.end(), l.begin(), l.end());
+  }
+  CHECK(rows_differing(all_got, full, V) > 0);
+}
+
 TEST_CASE("CUDA decoder + DecoderLookahead with random sets: cells equal their mirror pages, the footprint is what was allocated",
           "[gpu][deepseek_v4][lsa]") {
   std::string const name = GENERATE("dense", "select", "yarn");

@@ -27,6 +27,12 @@
 //                       next step's chunks might not fit.
 // Level-1 inputs: every step the decoder copies the last token's attention input, native indexer query and
 // head weights at each target layer into offer(t) (device); Level 1 reads the latest.
+//
+// Prefill on full KV (lsa::LookaheadOptions::full_prefill), the paper's prefill/decode split as in lsa::Lookahead:
+// every page of the prompt gets a cell of the reserve (size it for the prompt; a page without a free cell is
+// an error) and Level 1 waits; hand_over(cells) then shrinks the reserve to `cells` cells holding Level 1's
+// set, recalled from the mirrors and published before the first decode step. Never handed over, the
+// sequence is the native model.
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -79,13 +85,14 @@ class DecoderLookahead {
   using Layout = std::conditional_t<std::is_same_v<Storage, float>, layout::F32Records, layout::Bf16Records>;
   using Store = store::ChunkStore<Layout, store::cuda::PinnedAllocator, store::cuda::DeviceAllocator>;
   using Engine = recall::cuda::RecallEngine<Store, Store>;
+  using Options = ::flashmemory::lsa::LookaheadOptions;
+  using Stats = ::flashmemory::lsa::LookaheadStats;
 
-  // lsa::LookaheadOptions without full_prefill; chunks_per_page sets the page size; tau 0 means 64.
-  DecoderLookahead(Scorer scorer, Policy policy, LookaheadOptions options, index_t chunks_per_page = 64)
+  // The host reference's options (lsa/lookahead.hpp; not lsa::cuda::LookaheadOptions of the V4-Flash formats);
+  // chunks_per_page sets the page size; tau 0 means 64.
+  DecoderLookahead(Scorer scorer, Policy policy, Options options, index_t chunks_per_page = 64)
       : scorer_(std::move(scorer)), policy_(std::move(policy)), options_(std::move(options)), per_(chunks_per_page) {
     if (options_.tau == 0) options_.tau = 64;
-    if (options_.full_prefill)
-      fail(errc::unsupported, "DecoderLookahead: full_prefill is served by the host reference only (lsa::Lookahead)");
     if (options_.csa_layers < 0 || options_.reserve_cells < 1 || options_.tau < 0 || per_ <= 0)
       fail(errc::invalid_argument, "DecoderLookahead: ", options_.csa_layers, " CSA layers, ", options_.reserve_cells,
            " cells (at least 1), τ = ", options_.tau, ", pages of ", per_, " chunks");
@@ -125,7 +132,9 @@ class DecoderLookahead {
   // ---- what the decoder's kernels read and write (device) -----------------------------------------------
   index_t csa_layers() const noexcept { return options_.csa_layers; }
   index_t chunks_per_page() const noexcept { return per_; }
-  index_t pool_rows() const noexcept { return options_.reserve_cells * per_; }
+  // Rows of the reserve now (it shrinks at hand_over); the decoder's buffers are sized for the first.
+  index_t pool_rows() const { return engine_->table().cells() * per_; }
+  index_t max_pool_rows() const noexcept { return options_.reserve_cells * per_; }
   index_t ring_rows() const noexcept { return ring_rows_; }
   Storage* entry_pool(index_t layer) { return reinterpret_cast<Storage*>(entries_.at(static_cast<std::size_t>(layer)).reserve.data()); }
   Storage* key_pool(index_t layer) { return reinterpret_cast<Storage*>(keys_.at(static_cast<std::size_t>(layer)).reserve.data()); }
@@ -143,7 +152,7 @@ class DecoderLookahead {
 
   // ---- steps (host, between the decoder's steps) ----------------------------------------------------------
   bool boundary_due(index_t tokens) const noexcept {
-    return windows_ == 0 || (position_ + tokens) / options_.tau > position_ / options_.tau;
+    return !prefilling_ && (windows_ == 0 || (position_ + tokens) / options_.tau > position_ / options_.tau);
   }
 
   void begin_step(index_t tokens) {
@@ -163,6 +172,30 @@ class DecoderLookahead {
     position_ += tokens;
     if (boundary) refresh();
   }
+
+  // Ends a full-KV prefill: the reserve shrinks to `cells` cells (at most the prefill's) holding the set Level 1
+  // chooses now; the decoder must drop what it captured of the old reserve (Decoder<cuda>::hand_over does).
+  void hand_over(index_t cells) {
+    expect_bound();
+    if (!prefilling_) fail(errc::invalid_argument, "DecoderLookahead: hand_over() ends a full-KV prefill, and none is running");
+    if (cells < 1 || cells > options_.reserve_cells)
+      fail(errc::invalid_argument, "DecoderLookahead: hand_over() to ", cells, " cells (1 to the prefill reserve's ",
+           options_.reserve_cells, ")");
+    write_back();
+    FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decode_));  // nothing reads the old reserve any more
+    engine_.reset();
+    for (auto& s : entries_) s.reserve = decltype(s.reserve)(s.layout(), cells);
+    for (auto& s : keys_) s.reserve = decltype(s.reserve)(s.layout(), cells);
+    engine_.emplace(options_.csa_layers, cells, per_, decode_, copy_.get());
+    lru_ = recall::CellLru(cells);
+    current_ = {};
+    prefilling_ = false;
+    refresh();
+    FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(copy_.get()));
+    engine_->finish(entries_, keys_);  // published now: the first decode window reads the set
+    upload_cells();
+  }
+  bool prefilling() const noexcept { return prefilling_; }
 
   // Oracle labels of the next window (evaluation only), for the next Level-1 run.
   void offer_future(std::span<float const> labels) { future_.assign(labels.begin(), labels.end()); }
@@ -227,6 +260,7 @@ class DecoderLookahead {
     target_keys_.assign(options_.target_layers.size(), {});
     future_.clear();
     position_ = windows_ = mirrored_ = 0;
+    prefilling_ = options_.full_prefill;
     stats_ = {};
     upload_cells();
   }
@@ -234,27 +268,30 @@ class DecoderLookahead {
   // ---- state and statistics -----------------------------------------------------------------------------
   index_t position() const noexcept { return position_; }
   index_t num_chunks() const noexcept { return mirrored_; }
-  LookaheadOptions const& options() const noexcept { return options_; }
+  // Pages of every chunk emitted so far.
+  index_t history_pages() const noexcept { return bound_ ? (emitted(position_) + per_ - 1) / per_ : 0; }
+  Options const& options() const noexcept { return options_; }
   residency::ResidentSet const& resident_set() const noexcept { return current_; }
   store::ChunkCellTable const& table() const { return engine_->table(); }
   Store const& entries(index_t layer) const { return entries_.at(static_cast<std::size_t>(layer)); }
   Store const& keys(index_t layer) const { return keys_.at(static_cast<std::size_t>(layer)); }
   Scorer& scorer() noexcept { return scorer_; }
   Policy& policy() noexcept { return policy_; }
-  LookaheadStats stats() const {
-    LookaheadStats s = stats_;
+  Stats stats() const {
+    Stats s = stats_;
     if (engine_) s.recall = engine_->stats().recall;
     return s;
   }
   recall::cuda::EngineStats engine_stats() const { return engine_ ? engine_->stats() : recall::cuda::EngineStats{}; }
-  // Device bytes of the reserves (and the rings, counted as reserve) against the whole history's pages.
+  // Device bytes of the reserves (and the rings, counted as reserve) against the whole history's pages (every
+  // chunk emitted so far; the mirrors catch up at the next boundary).
   FootprintReport footprint() const {
     FootprintReport r;
     if (!engine_) return r;
-    index_t const resident = engine_->table().resident_pages();
+    index_t const resident = engine_->table().resident_pages(), history = history_pages();
     auto add = [&](KindFootprint& f, Store const& s, std::size_t ring_bytes) {
       f += {s.reserve.bytes() + ring_bytes, static_cast<std::size_t>(resident) * s.reserve.page_bytes(),
-            static_cast<std::size_t>(s.mirror.num_pages()) * s.reserve.page_bytes(), s.mirror.allocated_bytes()};
+            static_cast<std::size_t>(history) * s.reserve.page_bytes(), s.mirror.allocated_bytes()};
     };
     for (std::size_t l = 0; l < entries_.size(); ++l) {
       add(r.entries, entries_[l], entry_rings_[l].bytes());
@@ -280,6 +317,9 @@ class DecoderLookahead {
   bool open_page(index_t page) {
     std::vector<index_t> const cells = recall::eviction_order(engine_->table(), lru_, current_);
     auto it = std::find_if(cells.begin(), cells.end(), [&](index_t c) { return !engine_->pending(c); });
+    if (prefilling_ && (it == cells.end() || !engine_->table().is_free(*it)))
+      fail(errc::out_of_memory, "DecoderLookahead: a full-KV prefill keeps every page, and page ", page,
+           " finds no free cell among ", engine_->table().cells(), "; size the reserve for the prompt");
     if (it == cells.end()) {
       ++stats_.deferred_pages;
       return false;
@@ -347,7 +387,7 @@ class DecoderLookahead {
 
   Scorer scorer_;
   Policy policy_;
-  LookaheadOptions options_;
+  Options options_;
   index_t per_;
   DecoderShape shape_;
   bool bound_ = false;
@@ -368,7 +408,8 @@ class DecoderLookahead {
   std::vector<std::vector<float>> target_keys_;
   std::vector<float> future_;
   index_t position_ = 0, windows_ = 0, mirrored_ = 0;
-  LookaheadStats stats_;
+  bool prefilling_ = false;
+  Stats stats_;
 };
 
 }  // namespace flashmemory::lsa::cuda

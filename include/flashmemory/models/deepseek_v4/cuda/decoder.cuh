@@ -228,7 +228,18 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     position_ = 0;
     work_->position.fill_bytes(0, stream_);
     for (auto& l : cache_) l.reset(stream_);
-    if constexpr (kPaged) kv_.reset();
+    if constexpr (kPaged) {
+      kv_.reset();
+      graph_.reset();  // the controller's buffers are new: capture the step again
+    }
+  }
+
+  // Ends a full-KV prefill (lsa::cuda::DecoderLookahead::hand_over): the reserve shrinks to `cells` cells.
+  void hand_over(index_t cells)
+    requires kPaged
+  {
+    kv_.hand_over(cells);
+    graph_.reset();
   }
 
   // Appends `ids` to the sequence; returns the logits of the last token [V] or of every token [S, V].
@@ -320,7 +331,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
 
   // Rows of a paged controller's reserve (what a paged CSA layer's scores cover), or −1.
   std::int64_t paged_rows() const {
-    if constexpr (kPaged) return kv_.pool_rows();
+    if constexpr (kPaged) return kv_.max_pool_rows();
     else return -1;
   }
 
