@@ -17,7 +17,9 @@
 // Host side, between steps (never inside a captured step):
 //   begin_step(tokens)  pages whose first chunk the step will emit are opened — a free cell, or the least
 //                       recently used one outside the current set; with none the page waits for Level 1 — as
-//                       lsa::Lookahead does on append. No device work unless a page opens.
+//                       lsa::Lookahead does on append. Host work inside a window only where a page starts
+//                       (one small upload, no synchronisation); opening the window's pages at its boundary
+//                       instead would evict their cells' pages a part of a window early.
 //   end_step(tokens)    at a window boundary (the position crosses a multiple of τ, and after the first step):
 //                       the ring is copied to the pinned host mirrors, which hold every chunk; Level 1 runs on
 //                       the host — publish the previous recall, score every chunk (the scorer reads the offered
@@ -159,12 +161,8 @@ class DecoderLookahead {
     expect_bound();
     if (tokens <= 0 || tokens > shape_.max_step)
       fail(errc::invalid_argument, "DecoderLookahead: a step of ", tokens, " tokens (1 to ", shape_.max_step, ")");
-    index_t const from = emitted(position_), to = emitted(position_ + tokens);
-    if (to - mirrored_ > ring_rows_) write_back();
-    bool opened = false;
-    for (index_t p = (from + per_ - 1) / per_; p * per_ < to; ++p)
-      if (engine_->table().cell_of(p) < 0) opened |= open_page(p);
-    if (opened) upload_cells();
+    if (emitted(position_ + tokens) - mirrored_ > ring_rows_) write_back();
+    open_pages(emitted(position_ + tokens));
   }
 
   void end_step(index_t tokens) {
@@ -259,7 +257,7 @@ class DecoderLookahead {
     current_ = {};
     target_keys_.assign(options_.target_layers.size(), {});
     future_.clear();
-    position_ = windows_ = mirrored_ = 0;
+    position_ = windows_ = mirrored_ = opened_pages_ = 0;
     prefilling_ = options_.full_prefill;
     stats_ = {};
     upload_cells();
@@ -310,6 +308,15 @@ class DecoderLookahead {
   index_t emitted(index_t position) const noexcept { return position / shape_.ratio; }
   void expect_bound() const {
     if (!bound_) fail(errc::invalid_argument, "DecoderLookahead: not bound to a decoder yet (the decoder's constructor binds it)");
+  }
+
+  // Pages whose first chunk comes before chunk `to` and that were not opened yet, in order; then the
+  // page → cell array, if one opened.
+  void open_pages(index_t to) {
+    bool opened = false;
+    for (; opened_pages_ * per_ < to; ++opened_pages_)
+      if (engine_->table().cell_of(opened_pages_) < 0) opened |= open_page(opened_pages_);
+    if (opened) upload_cells();
   }
 
   // A page whose first chunk is about to be emitted gets a cell now if one is free or held by a page outside
@@ -408,6 +415,7 @@ class DecoderLookahead {
   std::vector<std::vector<float>> target_keys_;
   std::vector<float> future_;
   index_t position_ = 0, windows_ = 0, mirrored_ = 0;
+  index_t opened_pages_ = 0;  // pages [0, opened_pages_) had their chance of a cell when their first chunk came
   bool prefilling_ = false;
   Stats stats_;
 };
