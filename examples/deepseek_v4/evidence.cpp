@@ -281,6 +281,7 @@ struct Recorder {
   std::ofstream out;
   std::map<std::string, std::pair<index_t, index_t>> tally;  // mode → (correct, items), for the progress line
 
+  // `resident` and `footprint` as the hand-over left them (what Level 1 chose for the answer), `stats` after it.
   void record(TaskItem const& item, std::string const& mode, Answer const& a, index_t resident, index_t pages,
               fm::lsa::KindFootprint footprint, double prefill_s, fm::lsa::LookaheadStats const& stats) {
     if (mode == "full") footprint.resident_bytes = footprint.full_bytes;  // every page, read from the mirror
@@ -356,9 +357,10 @@ void evaluate_host(v4::Config const& config, v4::Weights weights, EvalSettings c
         kv.offer_future(std::vector<float>(golden.begin(), golden.end()));
       }
       if (mode != "full") kv.hand_over(setup.cells);
+      index_t const resident = mode == "full" ? pages : kv.table().resident_pages();  // at the hand-over
+      fm::lsa::KindFootprint const footprint = kv.footprint().total();
       Answer const a = answer(m, logits, limit);
-      rec.record(item, mode, a, mode == "full" ? pages : kv.table().resident_pages(), pages, kv.footprint().total(), prefill_s,
-                 kv.stats());
+      rec.record(item, mode, a, resident, pages, footprint, prefill_s, kv.stats());
       if (mode == "full") full.emplace(std::move(m));
     };
     run_mode("full");  // always first: the oracle's labels are the golden chunks of its answer
@@ -401,9 +403,10 @@ void evaluate_cuda(v4::Config const& config, v4::Weights weights, EvalSettings c
       ModeSetup setup = mode_setup(mode, z, indexer, item.id);
       model->set_lsa(setup.scorer.value_or(EvalScorer{fm::indexer::Recency{}}), setup.policy.value_or(AnyPolicy{}));
       if (mode != "full") model->hand_over(setup.cells);
+      CudaLsaReport const at_hand_over = *model->lsa_report();
       Answer const a = answer(*model, logits, limit);
-      CudaLsaReport const r = *model->lsa_report();
-      rec.record(item, mode, a, mode == "full" ? pages : r.resident_pages, pages, r.footprint.total(), prefill_s, r.stats);
+      rec.record(item, mode, a, mode == "full" ? pages : at_hand_over.resident_pages, pages, at_hand_over.footprint.total(),
+                 prefill_s, model->lsa_report()->stats);
     }
     rec.progress(i, items.size(), item, t0);
   }
