@@ -76,4 +76,13 @@ std::vector<float> run_chunked(Decoder& model, std::span<fm::index_t const> ids,
   return all;
 }
 
+// Rows of [positions, V] logits that differ anywhere.
+inline fm::index_t rows_differing(std::vector<float> const& a, std::vector<float> const& b, fm::index_t V) {
+  fm::index_t n = 0;
+  for (std::size_t r = 0; r * static_cast<std::size_t>(V) < a.size(); ++r)
+    n += !std::equal(a.begin() + static_cast<std::ptrdiff_t>(r * V), a.begin() + static_cast<std::ptrdiff_t>((r + 1) * V),
+                     b.begin() + static_cast<std::ptrdiff_t>(r * V));
+  return n;
+}
+
 }  // namespace dsv4_test

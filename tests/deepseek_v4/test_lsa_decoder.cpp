@@ -108,15 +108,6 @@ index_t prompt_len(Fixture const& f) { return static_cast<index_t>(f.tokens.size
 index_t max_chunks(Fixture const& f) { return static_cast<index_t>(f.tokens.size()) / f.config.compress_rate_csa; }
 index_t csa_layers(Fixture const& f) { return f.config.count(v4::LayerKind::csa); }
 
-// Rows of [positions, V] logits that differ anywhere.
-index_t rows_differing(std::vector<float> const& a, std::vector<float> const& b, index_t V) {
-  index_t n = 0;
-  for (std::size_t r = 0; r * static_cast<std::size_t>(V) < a.size(); ++r)
-    n += !std::equal(a.begin() + static_cast<std::ptrdiff_t>(r * V), a.begin() + static_cast<std::ptrdiff_t>((r + 1) * V),
-                     b.begin() + static_cast<std::ptrdiff_t>(r * V));
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("FullResident and an everything-resident Lookahead decode exactly like the native model", "[deepseek_v4][lsa]") {

@@ -29,6 +29,7 @@
 using namespace dsv4_gpu;
 using dsv4_test::fixture_dir;
 using dsv4_test::load_golden;
+using dsv4_test::rows_differing;
 
 namespace {
 
@@ -78,15 +79,6 @@ std::vector<float> run(M& model, Run const& r, index_t chunk) {
 
 index_t chunks(Run const& r) { return static_cast<index_t>(r.tokens.size()) / r.config.compress_rate_csa; }
 index_t csa_layers(Run const& r) { return r.config.count(v4::LayerKind::csa); }
-
-// Rows of [positions, V] logits that differ anywhere.
-index_t rows_differing(std::vector<float> const& a, std::vector<float> const& b, index_t V) {
-  index_t n = 0;
-  for (std::size_t r = 0; r * static_cast<std::size_t>(V) < a.size(); ++r)
-    n += !std::equal(a.begin() + static_cast<std::ptrdiff_t>(r * V), a.begin() + static_cast<std::ptrdiff_t>((r + 1) * V),
-                     b.begin() + static_cast<std::ptrdiff_t>(r * V));
-  return n;
-}
 
 // Bytes of `n` device bytes at `p`.
 std::vector<std::byte> download(std::byte const* p, std::size_t n) {
