@@ -263,6 +263,38 @@ TEST_CASE("CUDA decoder + DecoderLookahead with random sets: cells equal their m
                             (kv.entries(0).reserve.page_bytes() + kv.keys(0).reserve.page_bytes()));
 }
 
+TEST_CASE("DecoderLookahead: the host-RAM cap stops the sequence with its error; the mirrors stay in lockstep; reset() starts over",
+          "[gpu][deepseek_v4][lsa]") {
+  Run const r = load_run("dense");
+  index_t const L = csa_layers(r), cap_pages = 10;
+  auto const page_bytes = [&](index_t channels) { return static_cast<std::size_t>(fm::layout::page_bytes(fm::layout::F32Records(channels, kPerPage))); };
+  std::size_t const cap = static_cast<std::size_t>(L * cap_pages) * (page_bytes(r.config.head_dim) + page_bytes(r.config.index_head_dim));
+  using Gpu = GpuLsa<fm::indexer::Recency, fm::residency::TopFraction, float>;
+  fm::lsa::LookaheadOptions const lo{.csa_layers = L, .target_layers = {}, .reserve_cells = 6, .host_cap_bytes = cap, .tau = kTau};
+  v4::Decoder<fm::cuda::Float32Backend, Gpu> gpu(r.config, r.weights, options(), Gpu({}, {0.3}, lo, kPerPage));
+  auto step = [&](v4::Decoder<fm::cuda::Float32Backend, Gpu>& m, index_t at) {
+    return m.forward(std::span(r.tokens).subspan(static_cast<std::size_t>(at), 1));
+  };
+  index_t at = 0;
+  try {
+    for (; at < static_cast<index_t>(r.tokens.size()); ++at) step(gpu, at);
+    FAIL("the cap of " << cap_pages << " pages did not stop " << r.tokens.size() << " tokens");
+  } catch (fm::error const& e) {
+    CHECK(e.code() == fm::errc::out_of_memory);
+    CHECK(std::string(e.what()).find("host-RAM cap") != std::string::npos);
+  }
+  CHECK(at > cap_pages * kPerPage * r.config.compress_rate_csa);  // it stopped past the cap, at a copy-out
+  for (index_t l = 0; l < L; ++l) {  // every layer and kind holds the same whole pages: nothing half-written
+    CHECK(gpu.kv().entries(l).mirror.num_chunks() == cap_pages * kPerPage);
+    CHECK(gpu.kv().keys(l).mirror.num_chunks() == cap_pages * kPerPage);
+  }
+  CHECK(gpu.kv().footprint().total().mirror_bytes == cap);
+  // Still usable: after reset() the decoder gives a fresh one's logits.
+  gpu.reset();
+  v4::Decoder<fm::cuda::Float32Backend, Gpu> fresh(r.config, r.weights, options(), Gpu({}, {0.3}, lo, kPerPage));
+  for (index_t i = 0; i < 48; ++i) REQUIRE(step(gpu, i) == step(fresh, i));
+}
+
 TEST_CASE("DecoderLookahead: bad sizes and a controller for another model are clear errors", "[gpu][deepseek_v4][lsa]") {
   auto [config, weights] = v4::load_model(fixture_dir("dense"));
   using Gpu = GpuLsa<fm::indexer::Recency, fm::residency::TopFraction, fm::bfloat16>;
