@@ -4,8 +4,8 @@
 #   1. the GPU LSA tests ([lsa] of test_deepseek_v4_gpu) and compute-sanitizer memcheck / racecheck on them;
 #   2. fm-dsv4 generation, full attention vs LSA, on the embedded backbone at 4096 tokens (tokens/s, footprint);
 #   3. fm-dsv4 --eval --device cuda on the held-out items (tools/make_tasks.py, seed 999) with the committed
-#      Memory Indexer, in EVAL_SHARDS (default 4) processes for at most EVAL_SECONDS (default 300); the table
-#      from tools/lsa_table.py.
+#      Memory Indexer, in EVAL_SHARDS (default 1) processes for at most EVAL_SECONDS (default 300); the table
+#      from tools/lsa_table.py. (Four processes sharing the H100 evaluated no faster than one.)
 # Results go to $OUT (or ./gpu-lsa-logs). Usage: tools/gpu_lsa.sh [items per task and length (default 100)]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +34,7 @@ done 2>&1 | tee "$out/generate.txt"
 
 echo "== 3. eval of the held-out items"
 "$py" tools/make_tasks.py generate --out /tmp/heldout --seed 999 --lengths 2048,4096 --items "$items" >/dev/null
-# The decoder of so small a model is bound by kernel launches, not by the GPU: shards run side by side.
-shards=${EVAL_SHARDS:-4}
+shards=${EVAL_SHARDS:-1}
 for k in $(seq 0 $((shards - 1))); do
   timeout "${EVAL_SECONDS:-300}" "$bin/fm-dsv4" $ck --eval /tmp/heldout --device cuda --indexer "$indexer" --budget 0.125 \
     --page 16 --shard "$k/$shards" --out "$out/eval-cuda.$k.jsonl" > "$out/eval.$k.txt" 2>&1 &
