@@ -158,48 +158,34 @@ __device__ inline void sinkhorn(float* c, int n, int iters, float eps) {
   }
 }
 
-// The same with n known at compile time (hc_mult 2 and 4): the matrix lives in registers and the
-// independent rows and columns of a pass interleave instead of running one after another.
-template <int N>
-__device__ inline void sinkhorn_fixed(float* c_out, int iters, float eps) {
-  float c[N * N];
-#pragma unroll
-  for (int i = 0; i < N * N; ++i) c[i] = c_out[i];
-  auto normalise_columns = [&] {
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      float s = 0;
-#pragma unroll
-      for (int j = 0; j < N; ++j) s += c[j * N + k];
-#pragma unroll
-      for (int j = 0; j < N; ++j) c[j * N + k] /= s + eps;
-    }
-  };
-#pragma unroll
-  for (int j = 0; j < N; ++j) {
-    float m = c[j * N];
-#pragma unroll
-    for (int k = 1; k < N; ++k) m = fmaxf(m, c[j * N + k]);
+// The same across the lanes of a warp for n · n ≤ 32: lane j · n + k holds c[j, k] (`v`; the other lanes
+// pass anything) and gets its projected value back. Every lane sums its row and its column in the order of
+// the loops above (gathered with shuffles), so the result is bit for bit the serial one's, while the 2 · iters
+// passes of divisions run in parallel instead of one after another on one thread (the serial projection of
+// a 4 × 4 matrix took longer than all the rest of hyper_finish).
+__device__ inline float sinkhorn_lanes(float v, int n, int iters, float eps) {
+  int const lane = static_cast<int>(threadIdx.x % 32), j = lane / n, k = lane % n;
+  bool const mine = lane < n * n;
+  auto row_sum = [&](float x) {
     float s = 0;
-#pragma unroll
-    for (int k = 0; k < N; ++k) s += c[j * N + k] = expf(c[j * N + k] - m);
-#pragma unroll
-    for (int k = 0; k < N; ++k) c[j * N + k] = c[j * N + k] / s + eps;
-  }
-  normalise_columns();
+    for (int q = 0; q < n; ++q) s += __shfl_sync(0xffffffffu, x, mine ? j * n + q : lane);
+    return s;
+  };
+  auto column_sum = [&](float x) {
+    float s = 0;
+    for (int q = 0; q < n; ++q) s += __shfl_sync(0xffffffffu, x, mine ? q * n + k : lane);
+    return s;
+  };
+  float m = __shfl_sync(0xffffffffu, v, mine ? j * n : lane);
+  for (int q = 1; q < n; ++q) m = fmaxf(m, __shfl_sync(0xffffffffu, v, mine ? j * n + q : lane));
+  v = expf(v - m);
+  v = v / row_sum(v) + eps;
+  v /= column_sum(v) + eps;
   for (int it = 1; it < iters; ++it) {
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      float s = 0;
-#pragma unroll
-      for (int k = 0; k < N; ++k) s += c[j * N + k];
-#pragma unroll
-      for (int k = 0; k < N; ++k) c[j * N + k] /= s + eps;
-    }
-    normalise_columns();
+    v /= row_sum(v) + eps;
+    v /= column_sum(v) + eps;
   }
-#pragma unroll
-  for (int i = 0; i < N * N; ++i) c_out[i] = c[i];
+  return v;
 }
 
 static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
@@ -219,20 +205,25 @@ static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
     mu[r] = s;
   }
   __syncthreads();
-  if (tid == 0) {
+  if (tid < 32) {  // the first warp turns the sums into pre, post and comb
     auto const rho = static_cast<float>(1.0 / sqrt(static_cast<double>(mu[mix]) / static_cast<double>(hc * D) + p.rms_eps));
     auto const eps = static_cast<float>(p.hc_eps);
     float* pre = state;
     float* post = state + hc;
     float* comb = state + 2 * hc;
-    for (int i = 0; i < hc; ++i) pre[i] = sigmoid(mu[i] * rho * p.scale[0] + p.base[i]) + eps;
+    for (int i = tid; i < hc; i += 32) pre[i] = sigmoid(mu[i] * rho * p.scale[0] + p.base[i]) + eps;
     if (!p.head) {
-      for (int i = 0; i < hc; ++i) post[i] = 2.0f * sigmoid(mu[hc + i] * rho * p.scale[1] + p.base[hc + i]);
-      for (int i = 0; i < hc * hc; ++i) comb[i] = mu[2 * hc + i] * rho * p.scale[2] + p.base[2 * hc + i];
-      if (hc == 4) sinkhorn_fixed<4>(comb, p.sinkhorn_iters, eps);
-      else if (hc == 2) sinkhorn_fixed<2>(comb, p.sinkhorn_iters, eps);
-      else sinkhorn(comb, hc, p.sinkhorn_iters, eps);
-      for (int i = 0; i < ms; ++i) p.mix_state[t * ms + i] = state[i];
+      for (int i = tid; i < hc; i += 32) post[i] = 2.0f * sigmoid(mu[hc + i] * rho * p.scale[1] + p.base[hc + i]);
+      auto logit = [&](int i) { return mu[2 * hc + i] * rho * p.scale[2] + p.base[2 * hc + i]; };
+      if (hc * hc <= 32) {
+        float const v = sinkhorn_lanes(tid < hc * hc ? logit(tid) : 0.0f, hc, p.sinkhorn_iters, eps);
+        if (tid < hc * hc) comb[tid] = v;
+      } else if (tid == 0) {
+        for (int i = 0; i < hc * hc; ++i) comb[i] = logit(i);
+        sinkhorn(comb, hc, p.sinkhorn_iters, eps);
+      }
+      __syncwarp();
+      for (int i = tid; i < ms; i += 32) p.mix_state[t * ms + i] = state[i];
     }
   }
   __syncthreads();
