@@ -254,6 +254,10 @@ struct ModeSetup {
 struct ModeSizes {
   index_t pages = 0, budget = 0, tail_pages = 0, per = 0;
 };
+ModeSizes mode_sizes(EvalSettings const& s, index_t pages) {
+  index_t const tail_pages = (s.tail_chunks + s.page - 1) / s.page;
+  return {pages, std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages)))), tail_pages, s.page};
+}
 
 ModeSetup mode_setup(std::string const& mode, ModeSizes const& z, std::optional<fm::indexer::MemoryIndexer> const& indexer,
                      std::string const& item_id) {
@@ -325,7 +329,7 @@ struct Recorder {
 void evaluate_host(v4::Config const& config, v4::Weights weights, EvalSettings const& s, std::vector<std::string> const& modes,
                    std::optional<fm::indexer::MemoryIndexer> const& indexer, std::vector<index_t> const& targets,
                    std::vector<TaskItem> const& items, Recorder& rec) {
-  index_t const per = s.page, tail_pages = (s.tail_chunks + per - 1) / per;
+  index_t const per = s.page;
   EvalModel base(config, std::move(weights),
                  fm::lsa::NativeTrace<EvalLookahead>(EvalLookahead({fm::indexer::Recency{}}, {}, v4::entry_layout(config, per),
                                                                    v4::key_layout(config, per),
@@ -343,7 +347,7 @@ void evaluate_host(v4::Config const& config, v4::Weights weights, EvalSettings c
     std::vector<float> const logits = prefill(base, item.prompt, s.chunk);
     double const prefill_s = std::chrono::duration<double>(Clock::now() - tp).count();
     index_t const pages = base.kv().inner().entries(0).mirror.num_pages();
-    ModeSizes const z{pages, std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages)))), tail_pages, per};
+    ModeSizes const z = mode_sizes(s, pages);
 
     std::optional<EvalModel> full;  // the oracle's labels come from the full-attention answer
     auto run_mode = [&](std::string const& mode) {
@@ -374,7 +378,7 @@ void evaluate_host(v4::Config const& config, v4::Weights weights, EvalSettings c
 void evaluate_cuda(v4::Config const& config, v4::Weights weights, EvalSettings const& s, std::vector<std::string> const& modes,
                    std::optional<fm::indexer::MemoryIndexer> const& indexer, std::vector<index_t> const& targets,
                    std::vector<TaskItem> const& items, Recorder& rec) {
-  index_t const per = s.page, tail_pages = (s.tail_chunks + per - 1) / per;
+  index_t const per = s.page;
   index_t longest = 1;
   for (TaskItem const& item : items) longest = std::max<index_t>(longest, static_cast<index_t>(item.prompt.size() + item.answer.size()));
   index_t const most_pages = (longest / config.compress_rate_csa + per - 1) / per;
@@ -394,7 +398,7 @@ void evaluate_cuda(v4::Config const& config, v4::Weights weights, EvalSettings c
     TaskItem const& item = items[i];
     auto const P = static_cast<index_t>(item.prompt.size()), limit = static_cast<index_t>(item.answer.size());
     index_t const pages = (P / config.compress_rate_csa + per - 1) / per;
-    ModeSizes const z{pages, std::max<index_t>(tail_pages + 1, static_cast<index_t>(std::ceil(s.budget * double(pages)))), tail_pages, per};
+    ModeSizes const z = mode_sizes(s, pages);
     for (std::string const& mode : modes) {
       model->reset();
       auto tp = Clock::now();
