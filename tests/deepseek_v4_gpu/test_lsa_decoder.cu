@@ -2,8 +2,11 @@
 //   * everything resident: the native CUDA decoder's logits bit for bit, however the prompt is chunked;
 //   * a recency budget under churn (cells evicted and reused, so reserve rows are not chunk numbers): the
 //     host reference with the same controller (lsa::Lookahead), step for step;
+//   * a full-KV prefill: native until hand_over, then the host reference's hand-over, step for step;
 //   * random sets with recalls: every published cell holds its mirror page's bytes, the mirrors hold every
-//     chunk, the footprint is what was allocated, and the recall statistics add up.
+//     chunk, the footprint is what was allocated, and the recall statistics add up;
+//   * a host-RAM cap: the documented error, the mirrors in lockstep, and reset() starts over;
+//   * bad sizes and a controller for another model: clear errors.
 #include "support.cuh"
 
 #include "../deepseek_v4/fixtures.hpp"
