@@ -1,5 +1,5 @@
 // bench/decode/decode.cu — DeepSeek-V4 decode throughput on the GPU: fm::cuda::Backend (bf16 weights and KV),
-// batch 1, against the device bandwidth measured in the same run.
+// batch 1 and 8, against the device bandwidth measured in the same run.
 //
 // Model: a mid-size random DeepSeek-V4 — hidden 2048, 8 layers [sliding, CSA, HCA, CSA, HCA, CSA, HCA, CSA],
 // 16 heads × 512 (RoPE 64), q_lora 1024, 4 output groups × 1024, window 128, CSA ratio 4 with a 64 × 128
@@ -7,19 +7,20 @@
 // + 1 shared of width 1024, vocabulary 32768. Weights are random (generated on the host by all cores, then
 // uploaded as bf16); each context's history is random rows (Decoder::fill_context_for_benchmark).
 //
-// Per context (4K, 16K, 64K by default): warm up, then time every decode step (CUDA-graph replays of one
-// captured step, kernels as programmatic dependent launches) between CUDA events, and report the median;
-// also the same with plain launches in the graph (no overlap between kernels) and with no graph at all,
-// and, once, the step's weight matrices streamed by the linear kernel alone (the GEMV floor). Bytes
-// per step = weights read (all non-expert matrices, the routed experts chosen + the shared one, the LM head,
-// one embedding row, norms and mHC parameters) + KV read (window, the attended compressed entries, every
-// index key and score of the CSA layers). Fraction = those bytes / step time / the measured copy bandwidth
-// (a 1 GiB device-to-device copy, bytes read + written).
+// Per context (4K, 16K, 64K by default) and batch (1 and 8: Options::batch sequences, each with that
+// history, one token each per step): warm up, then time every decode step (CUDA-graph replays of one
+// captured step, the decoder's default) between CUDA events, and report the median; also the same with
+// the kernels as programmatic dependent launches in the graph (Options::overlap) and with no graph at all;
+// and, per batch, the step's weight matrices streamed by the linear kernel alone (the GEMV floor).
+// Bytes per step = weights read (all non-expert matrices, the routed experts chosen + the shared one, the
+// LM head, the embedding rows, norms and mHC parameters) + KV read by every sequence (window, the attended
+// compressed entries, every index key and score of the CSA layers). At batch B the routed experts counted
+// are the expected number of distinct ones that B tokens choose under uniform routing. Fraction = those
+// bytes / step time / the measured copy bandwidth (a 1 GiB device-to-device copy, bytes read + written).
 //
-// Batch: a Decoder holds one sequence, so batch 8 is not measured (eight decoders would each stream the
-// weights: no better than batch 1 per token).
-//
-// Usage: bench_decode [--steps N] [--contexts 4096,16384,65536] [--csv FILE]
+// Usage: bench_decode [--steps N] [--contexts 4096,16384,65536] [--batches 1,8] [--csv FILE] [--profile]
+// --profile: time nothing; one warm step of the first context and batch between cudaProfilerStart/Stop, for
+// `ncu --profile-from-start off` (per-kernel times: bench/decode/notes.md).
 #include <flashmemory/core/cuda/check.cuh>
 #include <flashmemory/core/cuda/device_buffer.cuh>
 #include <flashmemory/core/cuda/stream.cuh>
@@ -27,6 +28,8 @@
 #include <flashmemory/models/deepseek_v4/cuda/cache.cuh>
 #include <flashmemory/models/deepseek_v4/cuda/decoder.cuh>
 #include <flashmemory/models/deepseek_v4/cuda/linear.cuh>
+
+#include <cuda_profiler_api.h>
 
 #include <algorithm>
 #include <cmath>
@@ -137,13 +140,15 @@ index_t proj_x_rows(v4::Config const& c, v4::LayerKind k) {
   return rows;
 }
 
-StepBytes step_bytes(v4::Config const& c, index_t context, index_t capacity) {
+StepBytes step_bytes(v4::Config const& c, index_t context, index_t capacity, index_t batch) {
   double const t = kStorageBytes, D = static_cast<double>(c.hidden_size), d = static_cast<double>(c.head_dim);
-  double const hc = static_cast<double>(c.hc_mult), mix = (2 + hc) * hc;
+  double const hc = static_cast<double>(c.hc_mult), mix = (2 + hc) * hc, B = static_cast<double>(batch);
   double const gin = static_cast<double>(c.num_attention_heads * c.head_dim / c.o_groups), GR = static_cast<double>(c.o_groups * c.o_lora_rank);
-  double const experts = static_cast<double>(c.num_experts_per_tok + 1) * 3.0 * static_cast<double>(c.moe_intermediate_size) * D;
+  double const E = static_cast<double>(c.n_routed_experts), k = static_cast<double>(c.num_experts_per_tok);
+  double const routed = E * (1.0 - std::pow(1.0 - k / E, B));  // distinct experts of B tokens (k of E each, uniform)
+  double const experts = (routed + 1) * 3.0 * static_cast<double>(c.moe_intermediate_size) * D;
   StepBytes b;
-  b.weights = D * t + hc * hc * D * 4 + D * 4 + static_cast<double>(c.vocab_size) * D * t;  // embedding row, head mHC, norm, LM head
+  b.weights = B * D * t + hc * hc * D * 4 + D * 4 + static_cast<double>(c.vocab_size) * D * t;  // embedding rows, head mHC, norm, LM head
   for (index_t l = 0; l < c.num_hidden_layers; ++l) {
     v4::LayerKind const k = c.layer_types[static_cast<std::size_t>(l)];
     double const q_rows = static_cast<double>(c.num_attention_heads * c.head_dim + (k == v4::LayerKind::csa ? c.index_n_heads * c.index_head_dim : 0));
@@ -161,6 +166,7 @@ StepBytes step_bytes(v4::Config const& c, index_t context, index_t capacity) {
       b.kv += static_cast<double>(context / c.compress_rate_hca) * d * t;
     }
   }
+  b.kv *= B;
   return b;
 }
 
@@ -200,9 +206,10 @@ double copy_gbs(cudaStream_t stream) {
   return 2.0 * static_cast<double>(bytes) / us * 1e-3;
 }
 
-// The decode step's weight matrices streamed by the linear kernel alone (one token, launched as in the
-// decoder), as one CUDA graph: what the matrix-vector products cost without the small kernels between them.
-double gemv_floor_us(v4::Config const& c, cudaStream_t stream, double& bytes) {
+// The decode step's weight matrices streamed by the linear kernel alone (`tokens` tokens, as programmatic
+// dependent launches with the L2 prefetch, one CUDA graph): what the matrix products cost without the small
+// kernels between them.
+double gemv_floor_us(v4::Config const& c, index_t tokens, cudaStream_t stream, double& bytes) {
   namespace vc = v4::cuda;
   struct Shape {
     index_t rows, cols, group_rows = 0, group_offset = 0;
@@ -227,13 +234,14 @@ double gemv_floor_us(v4::Config const& c, cudaStream_t stream, double& bytes) {
     tallest = std::max(tallest, s.rows);
     bytes += static_cast<double>(s.rows * s.cols) * kStorageBytes;
   }
-  DeviceBuffer<float> x(static_cast<std::size_t>(widest), "GEMV floor input"), y(static_cast<std::size_t>(tallest), "GEMV floor output");
+  DeviceBuffer<float> x(static_cast<std::size_t>(widest * tokens), "GEMV floor input"),
+      y(static_cast<std::size_t>(tallest * tokens), "GEMV floor output");
   vc::detail::random_fill(x.data(), static_cast<std::int64_t>(x.size()), 5, stream);
-  int const blocks = vc::linear_resident_blocks<Storage>(1);
+  int const blocks = vc::linear_resident_blocks<Storage>(tokens);
   auto run = [&] {
     for (std::size_t i = 0; i < shapes.size(); ++i) {
       Shape const& s = shapes[i];
-      vc::linear<Storage>({ws[i].data(), s.rows, s.cols, x.data(), s.group_rows ? c.num_attention_heads * c.head_dim : s.cols, 1,
+      vc::linear<Storage>({ws[i].data(), s.rows, s.cols, x.data(), s.group_rows ? c.num_attention_heads * c.head_dim : s.cols, tokens,
                            s.group_rows, s.group_offset, y.data(), s.rows, stream, /*overlap=*/true, blocks})
           .throw_if_error();
     }
@@ -255,10 +263,10 @@ struct Variant {
   char const* name;
   bool graph, overlap;
 };
-constexpr Variant kVariants[] = {{"graph + overlap", true, true}, {"graph", true, false}, {"no graph", false, true}};
+constexpr Variant kVariants[] = {{"graph", true, false}, {"graph + overlap", true, true}, {"no graph", false, false}};
 
 struct Row {
-  index_t context = 0;
+  index_t context = 0, batch = 1;
   double us[std::size(kVariants)] = {};
   StepBytes bytes;
 };
@@ -267,24 +275,28 @@ struct Row {
 
 int main(int argc, char** argv) try {
   int steps = 200;
-  std::vector<index_t> contexts{4096, 16384, 65536};
+  std::vector<index_t> contexts{4096, 16384, 65536}, batches{1, 8};
   std::string csv;
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     std::string const a = argv[i];
     if (a == "--steps" && i + 1 < argc) {
       steps = std::stoi(argv[++i]);
-    } else if (a == "--contexts" && i + 1 < argc) {
-      contexts.clear();
+    } else if ((a == "--contexts" || a == "--batches") && i + 1 < argc) {
+      std::vector<index_t>& out = a == "--contexts" ? contexts : batches;
+      out.clear();
       std::string list = argv[++i];
       for (std::size_t at = 0; at < list.size();) {
         std::size_t const comma = std::min(list.find(',', at), list.size());
-        contexts.push_back(std::stoll(list.substr(at, comma - at)));
+        out.push_back(std::stoll(list.substr(at, comma - at)));
         at = comma + 1;
       }
+    } else if (a == "--profile") {
+      profile = true;
     } else if (a == "--csv" && i + 1 < argc) {
       csv = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_decode [--steps N] [--contexts 4096,16384,65536] [--csv FILE]\n");
+      std::fprintf(stderr, "usage: bench_decode [--steps N] [--contexts 4096,16384,65536] [--batches 1,8] [--csv FILE] [--profile]\n");
       return 2;
     }
   }
@@ -310,51 +322,72 @@ int main(int argc, char** argv) try {
   v4::Weights const weights = v4::build_weights(config, source);
 
   std::vector<Row> rows;
-  for (index_t context : contexts) {
-    index_t const capacity = context + 4 * (steps + 16);
-    Row r{context, {}, step_bytes(config, context, capacity)};
-    for (std::size_t v = 0; v < std::size(kVariants); ++v) {
-      v4::Decoder<fm::cuda::Backend> decoder(
-          config, weights, {.max_context = capacity, .max_chunk = 1, .graph = kVariants[v].graph, .overlap = kVariants[v].overlap});
-      decoder.fill_context_for_benchmark(context, 1234 + static_cast<std::uint64_t>(context));
-      std::int32_t const token = 17;
-      FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(decoder.device_token(), &token, 4, cudaMemcpyHostToDevice, decoder.stream()));
-      r.us[v] = median_us(decoder.stream(), 8, steps, [&] { decoder.step(); });
-      // The steps computed something: finite logits that are not all equal.
-      std::vector<float> logits(static_cast<std::size_t>(config.vocab_size));
-      FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(logits.data(), decoder.device_logits(), logits.size() * 4, cudaMemcpyDeviceToHost,
-                                             decoder.stream()));
-      FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decoder.stream()));
-      auto [lo, hi] = std::minmax_element(logits.begin(), logits.end());
-      if (!std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); }) || !(*lo < *hi))
-        fm::fail(fm::errc::invalid_argument, "bench_decode: context ", context, ", ", kVariants[v].name,
-                 ": the last step's logits are not finite or all equal");
-      std::printf("context %6lld, %-15s: %8.1f us/step\n", static_cast<long long>(context), kVariants[v].name, r.us[v]);
-      std::fflush(stdout);
+  for (index_t context : contexts)
+    for (index_t batch : batches) {
+      index_t const capacity = context + 4 * (steps + 16);
+      Row r{context, batch, {}, step_bytes(config, context, capacity, batch)};
+      for (std::size_t v = 0; v < std::size(kVariants); ++v) {
+        v4::Decoder<fm::cuda::Backend> decoder(config, weights,
+                                               {.max_context = capacity, .max_chunk = 1, .graph = kVariants[v].graph,
+                                                .overlap = kVariants[v].overlap, .batch = batch});
+        decoder.fill_context_for_benchmark(context, 1234 + static_cast<std::uint64_t>(context));
+        std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch));
+        for (std::size_t b = 0; b < tokens.size(); ++b) tokens[b] = static_cast<std::int32_t>(17 + 101 * b);
+        FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(decoder.device_token(), tokens.data(), tokens.size() * 4, cudaMemcpyHostToDevice,
+                                               decoder.stream()));
+        if (profile) {  // one warm step between cudaProfilerStart/Stop (ncu --profile-from-start off), then stop
+          median_us(decoder.stream(), 8, 1, [&] { decoder.step(); });
+          FLASHMEMORY_CUDA_CHECK(cudaProfilerStart());
+          decoder.step();
+          FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decoder.stream()));
+          FLASHMEMORY_CUDA_CHECK(cudaProfilerStop());
+          std::printf("profiled one step: context %lld, batch %lld\n", static_cast<long long>(context), static_cast<long long>(batch));
+          return 0;
+        }
+        r.us[v] = median_us(decoder.stream(), 8, steps, [&] { decoder.step(); });
+        // The steps computed something: finite logits, not all equal, in every sequence.
+        std::vector<float> logits(static_cast<std::size_t>(batch * config.vocab_size));
+        FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(logits.data(), decoder.device_logits(), logits.size() * 4, cudaMemcpyDeviceToHost,
+                                               decoder.stream()));
+        FLASHMEMORY_CUDA_CHECK(cudaStreamSynchronize(decoder.stream()));
+        for (index_t b = 0; b < batch; ++b) {
+          auto const row = logits.begin() + b * config.vocab_size;
+          auto [lo, hi] = std::minmax_element(row, row + config.vocab_size);
+          if (!std::all_of(row, row + config.vocab_size, [](float x) { return std::isfinite(x); }) || !(*lo < *hi))
+            fm::fail(fm::errc::invalid_argument, "bench_decode: context ", context, ", batch ", batch, ", ", kVariants[v].name,
+                     ": the last step's logits of sequence ", b, " are not finite or all equal");
+        }
+        std::printf("context %6lld, batch %2lld, %-15s: %8.1f us/step\n", static_cast<long long>(context), static_cast<long long>(batch),
+                    kVariants[v].name, r.us[v]);
+        std::fflush(stdout);
+      }
+      rows.push_back(r);
     }
-    rows.push_back(r);
-  }
+  std::vector<double> floor_us;
   double floor_bytes = 0;
-  double const floor_us = gemv_floor_us(config, side, floor_bytes);
+  for (index_t batch : batches) floor_us.push_back(gemv_floor_us(config, batch, side, floor_bytes));
 
-  std::printf("\n%8s %10s %9s %10s %8s %9s %7s %10s %10s\n", "context", "us/step", "tokens/s", "weights MB", "KV MB", "GB/s", "% copy",
-              "no-overlap", "no-graph");
+  std::printf("\n%8s %5s %10s %9s %10s %8s %9s %7s %10s %10s\n", "context", "batch", "us/step", "tokens/s", "weights MB", "KV MB", "GB/s",
+              "% copy", "overlap", "no-graph");
   std::ofstream out;
   if (!csv.empty()) {
     out.open(csv);
-    out << "context,us_per_step,tokens_per_s,weight_bytes,kv_bytes,gbs,fraction_of_copy,us_per_step_no_overlap,us_per_step_no_graph\n";
+    out << "context,batch,us_per_step,tokens_per_s,weight_bytes,kv_bytes,gbs,fraction_of_copy,us_per_step_overlap,us_per_step_no_graph\n";
   }
   for (Row const& r : rows) {
     double const bytes = r.bytes.weights + r.bytes.kv, gbs = bytes / r.us[0] * 1e-3;
-    std::printf("%8lld %10.1f %9.0f %10.1f %8.2f %9.0f %6.1f%% %10.1f %10.1f\n", static_cast<long long>(r.context), r.us[0],
-                1e6 / r.us[0], r.bytes.weights / 1e6, r.bytes.kv / 1e6, gbs, 100.0 * gbs / copy, r.us[1], r.us[2]);
-    if (out) out << r.context << ',' << r.us[0] << ',' << 1e6 / r.us[0] << ',' << r.bytes.weights << ',' << r.bytes.kv << ',' << gbs
-                 << ',' << gbs / copy << ',' << r.us[1] << ',' << r.us[2] << '\n';
+    double const tokens_per_s = 1e6 * static_cast<double>(r.batch) / r.us[0];
+    std::printf("%8lld %5lld %10.1f %9.0f %10.1f %8.2f %9.0f %6.1f%% %10.1f %10.1f\n", static_cast<long long>(r.context),
+                static_cast<long long>(r.batch), r.us[0], tokens_per_s, r.bytes.weights / 1e6, r.bytes.kv / 1e6, gbs, 100.0 * gbs / copy,
+                r.us[1], r.us[2]);
+    if (out) out << r.context << ',' << r.batch << ',' << r.us[0] << ',' << tokens_per_s << ',' << r.bytes.weights << ',' << r.bytes.kv
+                 << ',' << gbs << ',' << gbs / copy << ',' << r.us[1] << ',' << r.us[2] << '\n';
   }
-  std::printf("GEMV floor: the step's %.1f MB of weight matrices through the linear kernel alone (one graph): %.1f us, "
-              "%.0f GB/s, %.1f%% of copy\n",
-              floor_bytes / 1e6, floor_us, floor_bytes / floor_us * 1e-3, 100.0 * floor_bytes / floor_us * 1e-3 / copy);
-  std::printf("batch 8: not measured (a Decoder holds one sequence)\n");
+  for (std::size_t i = 0; i < batches.size(); ++i)
+    std::printf("GEMV floor, batch %lld: the step's %.1f MB of weight matrices through the linear kernel alone (one graph): %.1f us, "
+                "%.0f GB/s, %.1f%% of copy\n",
+                static_cast<long long>(batches[i]), floor_bytes / 1e6, floor_us[i], floor_bytes / floor_us[i] * 1e-3,
+                100.0 * floor_bytes / floor_us[i] * 1e-3 / copy);
   return 0;
 } catch (std::exception const& e) {
   std::fprintf(stderr, "bench_decode: %s\n", e.what());

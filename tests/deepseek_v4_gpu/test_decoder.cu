@@ -18,6 +18,7 @@
 #include <catch2/generators/catch_generators.hpp>
 
 #include <algorithm>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -230,6 +231,106 @@ TEST_CASE("CUDA decoder: step() on device tokens equals forward()", "[gpu][deeps
     CHECK(got == want);
   }
   CHECK(a.position() == b.position());
+}
+
+namespace {
+
+// A batch of sequences at different positions, stepped together by decode(), against one decoder per
+// sequence: the per-token kernels are the same, and the projections read the same rows.
+template <class Backend>
+void batch_against_singles(std::string const& name, double tolerance) {
+  auto [config, weights] = v4::load_model(fixture_dir(name));
+  dsv4_test::Golden const g = load_golden(name);
+  REQUIRE(g.ids.size() >= 62);
+  index_t const B = 3, V = config.vocab_size;
+  auto batch_options = options();
+  batch_options.batch = B;
+  GpuDecoder<Backend> batched(config, weights, batch_options);
+  std::vector<std::unique_ptr<GpuDecoder<Backend>>> singles;
+  std::vector<std::vector<float>> last(B);
+  auto prompt = [&](index_t offset, index_t length) { return std::vector<index_t>(g.ids.begin() + offset, g.ids.begin() + offset + length); };
+  // Prefill: each sequence alone, its own length (compressors and windows at different phases).
+  auto prefill = [&](index_t b, std::vector<index_t> const& ids) {
+    singles[static_cast<std::size_t>(b)] = std::make_unique<GpuDecoder<Backend>>(config, weights, options());
+    last[static_cast<std::size_t>(b)] = singles[static_cast<std::size_t>(b)]->forward(ids);
+    CHECK(batched.forward(ids, v4::Logits::last, b) == last[static_cast<std::size_t>(b)]);
+    CHECK(batched.position(b) == static_cast<index_t>(ids.size()));
+  };
+  singles.resize(B);
+  prefill(0, prompt(0, 20));
+  prefill(1, prompt(5, 37));
+  prefill(2, prompt(10, 52));
+
+  double worst = 0;
+  int bitwise = 0, rows = 0;
+  auto lockstep = [&](int steps) {
+    for (int step = 0; step < steps; ++step) {
+      std::vector<index_t> next(B);
+      for (index_t b = 0; b < B; ++b) next[static_cast<std::size_t>(b)] = argmax(last[static_cast<std::size_t>(b)]);
+      auto const got = batched.decode(next);
+      REQUIRE(got.size() == static_cast<std::size_t>(B * V));
+      for (index_t b = 0; b < B; ++b) {
+        auto& single = *singles[static_cast<std::size_t>(b)];
+        last[static_cast<std::size_t>(b)] = single.forward(std::span<index_t const>(&next[static_cast<std::size_t>(b)], 1));
+        std::vector<float> const row(got.begin() + b * V, got.begin() + (b + 1) * V);
+        double const e = dsv4_test::rel_err(row, last[static_cast<std::size_t>(b)]);
+        worst = std::max(worst, e);
+        bitwise += row == last[static_cast<std::size_t>(b)];
+        ++rows;
+        INFO(name << " (" << Backend::kName << "): step " << step << ", sequence " << b << " at position " << single.position()
+                  << ": error " << e);
+        REQUIRE(e <= tolerance);
+        REQUIRE(argmax(row) == argmax(last[static_cast<std::size_t>(b)]));
+        CHECK(batched.position(b) == single.position());
+      }
+    }
+  };
+  lockstep(24);
+  // One sequence starts over while the others go on.
+  batched.reset(1);
+  CHECK(batched.position(1) == 0);
+  prefill(1, prompt(30, 9));
+  lockstep(8);
+  UNSCOPED_INFO(name << " (" << Backend::kName << "): " << rows << " batched rows, " << bitwise << " bit for bit equal, worst error " << worst);
+}
+
+}  // namespace
+
+TEST_CASE("CUDA decoder, batch: decode() steps three sequences at different positions as each alone, and one restarts",
+          "[gpu][deepseek_v4][decoder][batch]") {
+  std::string const name = GENERATE("dense", "select", "yarn");
+  batch_against_singles<fm::cuda::Float32Backend>(name, 1e-5);
+}
+
+TEST_CASE("CUDA decoder, batch, bf16 storage: decode() steps three sequences as each alone", "[gpu][deepseek_v4][decoder][batch]") {
+  batch_against_singles<fm::cuda::Backend>("dense", kBf16Tolerance);
+}
+
+TEST_CASE("CUDA decoder, batch: bad sequence numbers, token counts and ids are clear errors; nothing is appended",
+          "[gpu][deepseek_v4][decoder][batch]") {
+  auto [config, weights] = v4::load_model(fixture_dir("dense"));
+  GpuDecoder<fm::cuda::Backend> gpu(config, weights, {.max_context = 16, .max_chunk = 8, .batch = 2});
+  std::vector<index_t> const ids(12, 5);
+  gpu.forward(ids, v4::Logits::last, 1);
+  auto expect_error = [](auto&& f, fm::errc code, std::string const& words) {
+    try {
+      f();
+      FAIL("no error (expected: " << words << ")");
+    } catch (fm::error const& e) {
+      INFO(e.what());
+      CHECK(e.code() == code);
+      CHECK(std::string(e.what()).find(words) != std::string::npos);
+    }
+  };
+  expect_error([&] { gpu.forward(ids, v4::Logits::last, 2); }, fm::errc::invalid_argument, "sequence 2 of a batch of 2");
+  expect_error([&] { gpu.decode(std::vector<index_t>{1, 2, 3}); }, fm::errc::bad_shape, "one token per sequence");
+  expect_error([&] { gpu.decode(std::vector<index_t>{1, config.vocab_size}); }, fm::errc::invalid_argument, "outside the vocabulary");
+  gpu.forward(std::span<index_t const>(ids).first(3), v4::Logits::last, 1);  // sequence 1 at 15: one more token fits
+  gpu.decode(std::vector<index_t>{1, 2});
+  expect_error([&] { gpu.decode(std::vector<index_t>{1, 2}); }, fm::errc::out_of_memory, "at position 16 of sequence 1");
+  CHECK(gpu.position(0) == 1);
+  CHECK(gpu.position(1) == 16);
+  CHECK_THROWS_AS((GpuDecoder<fm::cuda::Backend>(config, weights, {.batch = 0})), fm::error);
 }
 
 TEST_CASE("CUDA decoder: the max context is a hard limit with a clear error", "[gpu][deepseek_v4][decoder]") {

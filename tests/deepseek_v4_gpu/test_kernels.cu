@@ -29,6 +29,7 @@
 #include <catch2/catch_test_macros.hpp>
 
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -86,22 +87,26 @@ TEMPLATE_TEST_CASE("linear equals detail::linear, plain and grouped", "[gpu][dee
     CHECK(rel_error(pick(got, tokens, ys, 0, rows), ref) < kTolerance);
     CHECK(all_nan(got, static_cast<std::size_t>(rows), static_cast<std::size_t>(ys)));  // columns past the rows untouched
 
-    // Grouped (wo_a): 3 groups of 5 rows, each reading its own 24 inputs of a 72-wide row.
-    index_t const G = 3, R = 5, gin = 24;
-    auto wg = fm::test::normal(static_cast<std::size_t>(G * R * gin), rng, inv_sqrt(gin));
-    auto xg = fm::test::normal(static_cast<std::size_t>(tokens * G * gin), rng);
-    auto dwg = upload(stored<T>(wg));
-    auto dxg = upload(xg);
-    auto dyg = poisoned(static_cast<std::size_t>(tokens * G * R));
-    require_ok(vc::linear<T>({dwg.data(), G * R, gin, dxg.data(), G * gin, tokens, R, gin, dyg.data(), G * R, nullptr}));
-    wait_device();
-    auto wgs = seen<T>(wg);
-    std::vector<float> refg;
-    for (index_t t = 0; t < tokens; ++t)
-      for (index_t r = 0; r < G * R; ++r)
-        refg.push_back(static_cast<float>(v4::detail::dot(&wgs[static_cast<std::size_t>(r * gin)],
-                                                          &xg[static_cast<std::size_t>(t * G * gin + (r / R) * gin)], gin)));
-    CHECK(rel_error(download(dyg), refg) < kTolerance);
+    // Grouped (wo_a): 3 groups of R rows, each reading its own 24 inputs of a 72-wide row. R = 5: a warp's
+    // rows of a token tile would straddle groups (the one-row-per-warp kernel); R = 8: they do not.
+    for (index_t R : {index_t{5}, index_t{8}}) {
+      CAPTURE(R);
+      index_t const G = 3, gin = 24;
+      auto wg = fm::test::normal(static_cast<std::size_t>(G * R * gin), rng, inv_sqrt(gin));
+      auto xg = fm::test::normal(static_cast<std::size_t>(tokens * G * gin), rng);
+      auto dwg = upload(stored<T>(wg));
+      auto dxg = upload(xg);
+      auto dyg = poisoned(static_cast<std::size_t>(tokens * G * R));
+      require_ok(vc::linear<T>({dwg.data(), G * R, gin, dxg.data(), G * gin, tokens, R, gin, dyg.data(), G * R, nullptr}));
+      wait_device();
+      auto wgs = seen<T>(wg);
+      std::vector<float> refg;
+      for (index_t t = 0; t < tokens; ++t)
+        for (index_t r = 0; r < G * R; ++r)
+          refg.push_back(static_cast<float>(v4::detail::dot(&wgs[static_cast<std::size_t>(r * gin)],
+                                                            &xg[static_cast<std::size_t>(t * G * gin + (r / R) * gin)], gin)));
+      CHECK(rel_error(download(dyg), refg) < kTolerance);
+    }
   }
 }
 
@@ -173,6 +178,25 @@ TEST_CASE("norm_rope equals rms_norm and Rope::apply", "[gpu][deepseek_v4][kerne
   CHECK(rel_error(download(oa), ra) < kTolerance);
   CHECK(rel_error(download(ob), rb) < kTolerance);
   CHECK(rel_error(download(dc), rc) < kTolerance);
+
+  // A batched decode step: token t belongs to sequence t and sits at its own position.
+  std::vector<std::int64_t> const positions{7, 300, 41, 1000, 5};
+  auto dpositions = fm::test::upload(positions, "positions");
+  auto ob2 = poisoned(static_cast<std::size_t>(tokens * 96));
+  nr.jobs[0] = {db.data(), ob2.data(), 96, 96, 32, 3, nullptr, true, true};
+  nr.count = 1;
+  nr.position = dpositions.data();
+  nr.batch = true;
+  require_ok(vc::norm_rope(nr));
+  wait_device();
+  std::vector<float> rb2 = b;
+  for (index_t t = 0; t < tokens; ++t)
+    for (index_t h = 0; h < 3; ++h) {
+      std::span<float> head(rb2.data() + t * 96 + h * 32, 32);
+      v4::detail::rms_norm(head, {}, 1e-6);
+      rope.apply(head, positions[static_cast<std::size_t>(t)]);
+    }
+  CHECK(rel_error(download(ob2), rb2) < kTolerance);
 }
 
 TEST_CASE("mHC kernels equal hyper_mix, hyper_collapse, hyper_expand and hyper_head", "[gpu][deepseek_v4][kernels]") {
@@ -292,8 +316,8 @@ TEMPLATE_TEST_CASE("kv_step equals CompressorState::push and keeps the window ri
   }
   std::vector<vc::DeviceCompressorState<T>> states;
   for (Side const& s : sides) {
-    states.emplace_back(s.ratio, s.width, s.overlap, 64, "test compressor");
-    states.back().reset(nullptr);
+    states.emplace_back(s.ratio, s.width, s.overlap, 64, 1, "test compressor");
+    states.back().reset(0, nullptr);
     states.back().pool.fill_bytes(0xff);  // NaN in both storage types: every emitted row must be written
   }
   auto latent = fm::test::normal(static_cast<std::size_t>(tokens * dim), rng);
@@ -367,6 +391,30 @@ TEMPLATE_TEST_CASE("index_scores equals indexer::index_scores on the causal entr
                               fm::matrix_view<float const>(ks.data(), count, dim), ref);
     CHECK(rel_error(std::vector<float>(got.begin(), got.begin() + count), ref) < kTolerance);
     CHECK(all_nan(got, static_cast<std::size_t>(count), got.size()));  // non-causal entries untouched
+
+    // A paged controller's reserve: every row scored, −∞ where it holds nothing readable.
+    std::vector<std::int32_t> rows(static_cast<std::size_t>(capacity));
+    for (index_t r = 0; r < capacity; ++r) rows[static_cast<std::size_t>(r)] = r % 3 == 1 ? -1 : static_cast<std::int32_t>(r);
+    auto drows = fm::test::upload(rows, "rows");
+    auto paged = poisoned(static_cast<std::size_t>(capacity));
+    vc::IndexScoreArguments<T> a{dq.data(), dw.data(), fold, dk.data(), capacity, heads, dim, 4, dpos.data(), token, paged.data()};
+    a.rows = drows.data();
+    require_ok(vc::index_scores<T>(a));
+    wait_device();
+    auto got_paged = download(paged);
+    std::vector<float> all(static_cast<std::size_t>(capacity));
+    fm::indexer::index_scores(fm::matrix_view<float const>(q.data(), heads, dim), fm::vector_view<float const>(wf.data(), heads),
+                              fm::matrix_view<float const>(ks.data(), capacity, dim), all);
+    std::vector<float> want, have;
+    for (index_t r = 0; r < capacity; ++r) {
+      if (rows[static_cast<std::size_t>(r)] < 0) {
+        CHECK(got_paged[static_cast<std::size_t>(r)] == -std::numeric_limits<float>::infinity());
+      } else {
+        want.push_back(all[static_cast<std::size_t>(r)]);
+        have.push_back(got_paged[static_cast<std::size_t>(r)]);
+      }
+    }
+    CHECK(rel_error(have, want) < kTolerance);
   }
 }
 

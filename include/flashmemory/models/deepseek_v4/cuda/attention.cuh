@@ -57,6 +57,11 @@ struct AttentionArguments {
   float* out = nullptr;         // [heads, dim]
   cudaStream_t stream = nullptr;
   bool overlap = false;         // programmatic dependent launch (detail/common.cuh)
+  // A batched decode step: one token of each of `sequences` sequences in one launch. Sequence b's query
+  // and output are q_stride and out_stride further on, its position is position[b], and its window, pool,
+  // selection and workspace are slice b of buffers holding [sequences, …] of each.
+  int sequences = 1;
+  std::int64_t q_stride = 0, out_stride = 0;
 };
 
 // Splits that keep about 32 rows per block for at most `max_rows` rows per token.
@@ -70,9 +75,24 @@ inline constexpr int kAttentionWarps = 4;
 inline constexpr int kRowsPerWarpStep = 4;
 inline constexpr int kAttentionChunks = kMaxAttentionDim / 8 / 32;  // 8-channel chunks per lane
 
+// Sequence b's part of a batched step's arguments.
 template <class T>
-__global__ void __launch_bounds__(kAttentionWarps * 32) attention_split_kernel(AttentionArguments<T> const p) {
+__device__ AttentionArguments<T> sequence_slice(AttentionArguments<T> p, std::int64_t b) {
+  p.q += b * p.q_stride;
+  p.out += b * p.out_stride;
+  p.position += b;
+  p.window += b * p.window_rows * p.dim;
+  if (p.pool) p.pool += b * p.pool_rows * p.dim;
+  if (p.selected) p.selected += b * p.slots;
+  p.partial_o += b * p.heads * p.splits * p.dim;
+  p.partial_ml += b * p.heads * p.splits * 2;
+  return p;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kAttentionWarps * 32) attention_split_kernel(AttentionArguments<T> const batch) {
   enter();
+  AttentionArguments<T> const p = sequence_slice(batch, blockIdx.z);
   extern __shared__ __align__(16) float smem[];  // per-warp (m, l) [warps][2] | per-warp o [warps][dim]
   int const split = static_cast<int>(blockIdx.x), h = static_cast<int>(blockIdx.y);
   int const lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
@@ -193,8 +213,9 @@ __global__ void __launch_bounds__(kAttentionWarps * 32) attention_split_kernel(A
 }
 
 template <class T>
-__global__ void attention_combine_kernel(AttentionArguments<T> const p) {
+__global__ void attention_combine_kernel(AttentionArguments<T> const batch) {
   enter();
+  AttentionArguments<T> const p = sequence_slice(batch, blockIdx.y);
   __shared__ float weight[kMaxAttentionSplits];
   __shared__ float denom;
   int const h = static_cast<int>(blockIdx.x);
@@ -247,21 +268,24 @@ Status can_implement(AttentionArguments<T> const& a) {
     return Status::failure(errc::invalid_argument, "attention (CUDA): selected rows need the pool and the selection");
   if (!a.q || !a.window || !a.sink || !a.position || !a.partial_o || !a.partial_ml || !a.out)
     return Status::failure(errc::invalid_argument, "attention (CUDA): null argument");
+  if (a.sequences < 1 || a.sequences > 65535)
+    return Status::failure(errc::invalid_argument, "attention (CUDA): ", a.sequences, " sequences (1 to 65535)");
   return Status::success();
 }
 
-// Enqueues both kernels; the workspace holds heads · splits · (dim + 2) floats.
+// Enqueues both kernels; the workspace holds sequences · heads · splits · (dim + 2) floats.
 template <storage_element T>
 Status attention(AttentionArguments<T> const& a) {
   if (Status s = can_implement(a); !s) return s;
   std::size_t const smem = (2 * detail::kAttentionWarps + static_cast<std::size_t>(detail::kAttentionWarps) * a.dim) * sizeof(float);
   if (Status s = detail::launch("deepseek_v4 attention_split_kernel", a.overlap, detail::attention_split_kernel<T>,
-                                dim3(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.heads)), detail::kAttentionWarps * 32, smem,
+                                dim3(static_cast<unsigned>(a.splits), static_cast<unsigned>(a.heads), static_cast<unsigned>(a.sequences)),
+                                detail::kAttentionWarps * 32, smem,
                                 a.stream, a);
       !s)
     return s;
   return detail::launch("deepseek_v4 attention_combine_kernel", a.overlap, detail::attention_combine_kernel<T>,
-                        dim3(static_cast<unsigned>(a.heads)), 128, 0, a.stream, a);
+                        dim3(static_cast<unsigned>(a.heads), static_cast<unsigned>(a.sequences)), 128, 0, a.stream, a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

@@ -1,10 +1,12 @@
-// flashmemory/models/deepseek_v4/cuda/cache.cuh — the KV state of one sequence on the GPU, the device twin
-// of KvCache (cache.hpp), sized once for a maximum context so that no decode step allocates.
+// flashmemory/models/deepseek_v4/cuda/cache.cuh — the KV state of a batch of sequences on the GPU, the device
+// twin of KvCache (cache.hpp), sized once for a maximum context so that no decode step allocates. Every
+// buffer holds [sequences, …]: sequence b's part is slice b, so one launch of a batched decode step finds
+// every sequence's rows from the shapes alone.
 //
 // Per layer: the window ring [W, d] (storage type); CSA and HCA layers a compressor (float32 state as the
 // reference keeps it, entry pool [capacity / ratio, d] in the storage type); CSA layers also the indexer
-// compressor with its pool of index keys [capacity / 4, d_I] and the scores buffer the top-k reads
-// (−∞ where an entry is not causal yet). Everything is resident: the FullResidentKv policy.
+// compressor with its pool of index keys [capacity / 4, d_I]. Everything is resident: the FullResidentKv
+// policy. (The index scores the top-k reads are the decoder's, one row per sequence of a batch.)
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -66,70 +68,78 @@ template <storage_element T>
 struct DeviceCompressorState {
   int ratio = 0, width = 0;
   bool overlap = false;
-  std::int64_t capacity = 0;  // entries
-  DeviceBuffer<float> kv, gate, prev_kv, prev_gate;
-  DeviceBuffer<T> pool;
+  std::int64_t capacity = 0;  // entries per sequence
+  DeviceBuffer<float> kv, gate, prev_kv, prev_gate;  // [sequences, ratio, c·n], [sequences, ratio, n]
+  DeviceBuffer<T> pool;                              // [sequences, capacity, n]
 
-  DeviceCompressorState(int ratio_, int width_, bool overlap_, std::int64_t capacity_, std::string const& what)
+  DeviceCompressorState(int ratio_, int width_, bool overlap_, std::int64_t capacity_, std::int64_t sequences, std::string const& what)
       : ratio(ratio_), width(width_), overlap(overlap_), capacity(capacity_),
-        kv(static_cast<std::size_t>(ratio_) * (overlap_ ? 2 : 1) * width_, what + " window values"),
+        kv(static_cast<std::size_t>(sequences * ratio_ * (overlap_ ? 2 : 1) * width_), what + " window values"),
         gate(kv.size(), what + " window gates"),
-        prev_kv(overlap_ ? static_cast<std::size_t>(ratio_) * width_ : 0, what + " previous values"),
+        prev_kv(overlap_ ? static_cast<std::size_t>(sequences * ratio_ * width_) : 0, what + " previous values"),
         prev_gate(prev_kv.size(), what + " previous gates"),
-        pool(static_cast<std::size_t>(capacity) * width_, what + " entries") {}
+        pool(static_cast<std::size_t>(sequences * capacity * width_), what + " entries") {}
 
-  // An empty sequence: no buffered token, no previous window (gates −∞), no entry.
-  void reset(cudaStream_t stream) {
-    kv.fill_bytes(0, stream);
-    gate.fill_bytes(0, stream);
-    prev_kv.fill_bytes(0, stream);
-    detail::fill(prev_gate.data(), static_cast<std::int64_t>(prev_gate.size()), detail::kNegInf, stream);
+  // Sequence b empty: no buffered token, no previous window (gates −∞), no entry.
+  void reset(std::int64_t b, cudaStream_t stream) {
+    std::int64_t const cn = ratio * (overlap ? 2 : 1) * width, n = overlap ? ratio * width : 0;
+    FLASHMEMORY_CUDA_CHECK(cudaMemsetAsync(kv.data() + b * cn, 0, static_cast<std::size_t>(cn) * sizeof(float), stream));
+    FLASHMEMORY_CUDA_CHECK(cudaMemsetAsync(gate.data() + b * cn, 0, static_cast<std::size_t>(cn) * sizeof(float), stream));
+    if (n == 0) return;
+    FLASHMEMORY_CUDA_CHECK(cudaMemsetAsync(prev_kv.data() + b * n, 0, static_cast<std::size_t>(n) * sizeof(float), stream));
+    detail::fill(prev_gate.data() + b * n, n, detail::kNegInf, stream);
   }
 
-  // The state and pool of this compressor for kv_step(), reading this chunk's projections.
-  CompressorStep<T> step(float const* ape, float const* norm, float const* values, float const* gates, std::int64_t stride) {
-    return {kv.data(), gate.data(), prev_kv.data(), prev_gate.data(), pool.data(), ratio, width, overlap, ape, norm,
-            values, gates, stride, {}};
+  // The state and pool of sequence b (of every sequence, from b = 0, for a batched step) for kv_step(),
+  // reading this chunk's projections.
+  CompressorStep<T> step(float const* ape, float const* norm, float const* values, float const* gates, std::int64_t stride,
+                         std::int64_t b = 0) {
+    std::int64_t const cn = ratio * (overlap ? 2 : 1) * width, n = ratio * width;
+    return {kv.data() + b * cn, gate.data() + b * cn, overlap ? prev_kv.data() + b * n : nullptr, overlap ? prev_gate.data() + b * n : nullptr,
+            pool.data() + b * capacity * width, capacity, ratio, width, overlap, ape, norm, values, gates, stride, {}};
   }
+
+  T* pool_of(std::int64_t b) { return pool.data() + b * capacity * width; }
 };
 
 template <storage_element T>
 struct DeviceLayerCache {
   LayerKind kind = LayerKind::sliding;
-  DeviceBuffer<T> window;  // [W, d]
+  std::int64_t window_rows = 0, dim = 0;
+  DeviceBuffer<T> window;  // [sequences, W, d]
   std::optional<DeviceCompressorState<T>> compressor, indexer;
-  DeviceBuffer<float> scores;  // CSA: [indexer capacity]
 
-  // `paged_rows` ≥ 0: a paged KV controller keeps this CSA layer's entries and index keys (in a reserve of
-  // that many rows), so the layer holds only the compressor states and the scores of those rows.
-  DeviceLayerCache(Config const& c, index_t layer, index_t max_context, std::int64_t paged_rows = -1)
-      : kind(c.layer_types[static_cast<std::size_t>(layer)]),
-        window(static_cast<std::size_t>(c.sliding_window * c.head_dim), "layer " + std::to_string(layer) + " window") {
+  // `paged`: a paged KV controller keeps this CSA layer's entries and index keys (in its reserve), so the
+  // layer holds only the compressor states.
+  DeviceLayerCache(Config const& c, index_t layer, index_t max_context, bool paged = false, std::int64_t sequences = 1)
+      : kind(c.layer_types[static_cast<std::size_t>(layer)]), window_rows(c.sliding_window), dim(c.head_dim),
+        window(static_cast<std::size_t>(sequences * c.sliding_window * c.head_dim), "layer " + std::to_string(layer) + " window") {
     std::string const name = "layer " + std::to_string(layer);
-    bool const paged = kind == LayerKind::csa && paged_rows >= 0;
+    paged = paged && kind == LayerKind::csa;
     auto const ratio = c.compress_ratio(layer);
     if (kind != LayerKind::sliding)
       compressor.emplace(static_cast<int>(ratio), static_cast<int>(c.head_dim), kind == LayerKind::csa,
-                         paged ? 0 : max_context / ratio, name + " compressor");
+                         paged ? 0 : max_context / ratio, sequences, name + " compressor");
     if (kind == LayerKind::csa) {
       indexer.emplace(static_cast<int>(c.compress_rate_csa), static_cast<int>(c.index_head_dim), true,
-                      paged ? 0 : max_context / c.compress_rate_csa, name + " indexer");
-      scores = DeviceBuffer<float>(static_cast<std::size_t>(paged ? paged_rows : indexer->capacity), name + " index scores");
+                      paged ? 0 : max_context / c.compress_rate_csa, sequences, name + " indexer");
     }
   }
 
-  void reset(cudaStream_t stream) {
-    if (compressor) compressor->reset(stream);
-    if (indexer) indexer->reset(stream);
-    detail::fill(scores.data(), static_cast<std::int64_t>(scores.size()), detail::kNegInf, stream);
+  T* window_of(std::int64_t b) { return window.data() + b * window_rows * dim; }
+
+  // Sequence b starts over.
+  void reset(std::int64_t b, cudaStream_t stream) {
+    if (compressor) compressor->reset(b, stream);
+    if (indexer) indexer->reset(b, stream);
   }
 
-  // Random rows in place of `tokens` tokens of history (benchmarks): the whole window, and the entries and
-  // index keys those tokens would have emitted. The compressor states stay empty.
-  void fill_random(std::int64_t tokens, std::int64_t dim, std::uint64_t seed, cudaStream_t stream) {
-    detail::random_fill(window.data(), static_cast<std::int64_t>(window.size()), seed, stream);
-    if (compressor) detail::random_fill(compressor->pool.data(), tokens / compressor->ratio * dim, seed + 1, stream);
-    if (indexer) detail::random_fill(indexer->pool.data(), tokens / indexer->ratio * indexer->width, seed + 2, stream);
+  // Random rows in place of `tokens` tokens of history of sequence b (benchmarks): the whole window, and the
+  // entries and index keys those tokens would have emitted. The compressor states stay empty.
+  void fill_random(std::int64_t b, std::int64_t tokens, std::uint64_t seed, cudaStream_t stream) {
+    detail::random_fill(window_of(b), window_rows * dim, seed, stream);
+    if (compressor) detail::random_fill(compressor->pool_of(b), tokens / compressor->ratio * compressor->width, seed + 1, stream);
+    if (indexer) detail::random_fill(indexer->pool_of(b), tokens / indexer->ratio * indexer->width, seed + 2, stream);
   }
 };
 

@@ -11,6 +11,10 @@
 // Kernel: block 0 writes the window row; block 1 + c runs compressor c: store the slot, and when the window
 // closes pool every channel with a softmax over its slots, RMS-norm, rotate at position w·ratio, append
 // row w to the pool (storage type), and for CSA keep this window's a-halves for the next entry.
+//
+// A batched decode step (`sequences` > 1, the decoder's Options::batch): one token of each sequence in one
+// launch, blockIdx.y = b. Sequence b's token is row token + b of the projections, sits at position[b] +
+// token, and its window, states and pool are slice b of buffers that hold [sequences, …] of each.
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -46,6 +50,7 @@ struct CompressorStep {
   float* prev_kv = nullptr;    // [ratio, n] a-halves of the last complete window (overlap only)
   float* prev_gate = nullptr;  // [ratio, n]
   T* pool = nullptr;           // [capacity, n] emitted entries
+  std::int64_t capacity = 0;   // entries of a pool slice (batched steps)
   int ratio = 0, width = 0;    // m, n
   bool overlap = false;        // c = 2
   float const* ape = nullptr;   // [ratio, c·n]
@@ -58,8 +63,9 @@ struct CompressorStep {
 
 template <storage_element T>
 struct KvStepArguments {
-  std::int64_t const* position = nullptr;  // device: position of token 0 of the chunk
+  std::int64_t const* position = nullptr;  // device: position of token 0 of the chunk [sequences]
   std::int64_t token = 0;                  // this step's token within the chunk
+  int sequences = 1;                       // a batched step: one token of each (see above)
   float const* latent = nullptr;           // token t's window latent at latent[t·latent_stride …] (normed, roped)
   std::int64_t latent_stride = 0;
   T* window = nullptr;  // [window_rows, dim] ring: position p in row p mod window_rows
@@ -75,6 +81,17 @@ struct KvStepArguments {
 namespace detail {
 
 inline constexpr int kKvStepThreads = 256;
+
+// Sequence b's slice of a compressor's state and pool.
+template <class T>
+__device__ CompressorStep<T> sequence_slice(CompressorStep<T> c, std::int64_t b) {
+  std::int64_t const cn = (c.overlap ? 2 : 1) * c.width;
+  c.kv += b * c.ratio * cn;
+  c.gate += b * c.ratio * cn;
+  if (c.overlap) c.prev_kv += b * c.ratio * c.width, c.prev_gate += b * c.ratio * c.width;
+  c.pool += b * c.capacity * c.width;
+  return c;
+}
 
 template <class T>
 __device__ void compressor_push(CompressorStep<T> const& c, std::int64_t pos, std::int64_t token, DeviceRope const& rope,
@@ -146,15 +163,13 @@ template <class T>
 __global__ void __launch_bounds__(kKvStepThreads) kv_step_kernel(KvStepArguments<T> const p) {
   enter();
   extern __shared__ __align__(16) float smem[];
-  std::int64_t const pos = *p.position + p.token;
+  std::int64_t const b = blockIdx.y, pos = p.position[b] + p.token, row = p.token + b;
   if (blockIdx.x == 0) {
-    float const* src = p.latent + p.token * p.latent_stride;
-    T* dst = p.window + (pos % p.window_rows) * p.dim;
+    float const* src = p.latent + row * p.latent_stride;
+    T* dst = p.window + (b * p.window_rows + pos % p.window_rows) * p.dim;
     for (int k = static_cast<int>(threadIdx.x); k < p.dim; k += blockDim.x) dst[k] = from_float<T>(src[k]);
-  } else if (blockIdx.x == 1) {
-    compressor_push(p.compressors[0], pos, p.token, p.rope, p.eps, smem);
   } else {
-    compressor_push(p.compressors[1], pos, p.token, p.rope, p.eps, smem);
+    compressor_push(sequence_slice(p.compressors[blockIdx.x - 1], b), pos, row, p.rope, p.eps, smem);
   }
 }
 
@@ -173,12 +188,18 @@ Status kv_step(KvStepArguments<T> const& a) {
         (c.paged.cells && (!c.paged.readable || c.paged.per <= 0 || !c.paged.ring || c.paged.ring_rows <= 0)))
       return Status::failure(errc::invalid_argument, "kv_step (CUDA): compressor ", i, " (ratio ", c.ratio, ", width ", c.width,
                              ") is incomplete");
+    if (a.sequences > 1 && (c.paged.cells || c.capacity <= 0))
+      return Status::failure(errc::unsupported, "kv_step (CUDA): a batched step needs resident pools with their capacity (compressor ", i,
+                             ")");
     width = std::max(width, c.width);
   }
+  if (a.sequences < 1 || a.sequences > 65535)
+    return Status::failure(errc::invalid_argument, "kv_step (CUDA): ", a.sequences, " sequences (1 to 65535)");
   std::size_t const smem = (33 + static_cast<std::size_t>(width)) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "kv_step (CUDA): entries of ", width, " channels");
-  return detail::launch("deepseek_v4 kv_step_kernel", a.overlap, detail::kv_step_kernel<T>, dim3(static_cast<unsigned>(1 + a.count)),
-                        detail::kKvStepThreads, smem, a.stream, a);
+  return detail::launch("deepseek_v4 kv_step_kernel", a.overlap, detail::kv_step_kernel<T>,
+                        dim3(static_cast<unsigned>(1 + a.count), static_cast<unsigned>(a.sequences)), detail::kKvStepThreads, smem, a.stream,
+                        a);
 }
 
 }  // namespace flashmemory::models::deepseek_v4::cuda

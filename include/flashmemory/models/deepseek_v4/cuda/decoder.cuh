@@ -7,19 +7,27 @@
 //   for (...) { next = argmax(logits); logits = gpu.forward(std::span(&next, 1)); }
 //   // or on the device: write device_token(), step(), read device_logits() (no host synchronisation)
 //
-// Same contract as the host reference: one Decoder holds one sequence; forward(ids) appends the tokens and
-// returns their logits; any chunking gives the same logits up to float rounding. Weights are uploaded once
+//   v4::Decoder<fm::cuda::Backend> batched(config, weights, {.max_context = 65536, .batch = 8});
+//   for (b ...) batched.forward(prompt[b], v4::Logits::last, b);   // prefill each sequence
+//   auto logits = batched.decode(next);                 // next[b] appended to sequence b: logits [8, V]
+//
+// Same contract as the host reference, per sequence: forward(ids) appends the tokens and returns their
+// logits; any chunking gives the same logits up to float rounding. A Decoder holds Options::batch
+// sequences (one by default), each with its own KV and position; decode() and step() append one token to
+// every sequence in one pass, so each weight matrix is read once for the whole batch. Weights are uploaded once
 // in the backend's storage type (fm::cuda::Backend: bf16; fm::cuda::Float32Backend: float32), activations
 // are float32 with float32 accumulation.
 //
 // Every buffer is sized at construction for Options::max_context tokens and chunks of Options::max_chunk
-// tokens; a forward() that would pass max_context is an error, not a reallocation. The position lives in
-// device memory and every kernel reads it there, so one decode step is the same launch sequence at every
-// position: step() (and forward() of one token) records it once into a CUDA graph and replays it.
+// tokens, for Options::batch sequences; a forward() that would pass max_context is an error, not a
+// reallocation. The positions live in device memory and every kernel reads them there, so one decode step
+// is the same launch sequence at every position: step() (and forward() of one token with batch 1) records
+// it once into a CUDA graph and replays it.
 //
 // A step is a chain of ~20 kernels per layer; with Options::overlap each is a programmatic dependent launch
 // (detail/common.cuh), so a kernel's launch and the first weight loads of a matrix-vector product overlap
-// the end of the kernel before it.
+// the end of the kernel before it. Off by default: on the H100 plain graph launches were as fast or faster
+// (bench/decode/notes.md).
 //
 // The CSA layers' KV: with Kv = FullResidentKv every entry and index key stays in device pools sized for
 // max_context; with a paged controller (lsa::cuda::DecoderLookahead: LSA) they live in its reserve — the
@@ -30,7 +38,10 @@
 // A chunk runs layer by layer: the projections of all its tokens at once (one pass over each weight
 // matrix per kTileTokens tokens), then token by token the cache update, indexer scores, top-k and
 // attention (the order of §6.5 that makes chunking invisible), then the output projection and the MoE for
-// all tokens again.
+// all tokens again. A batched step (step(), decode()) runs the same chain once for all sequences: the
+// projections and experts as a tile of one token per sequence, the per-token kernels (cache update, indexer
+// scores, attention) with one block row per sequence, every sequence's top-k in one launch. The caches hold
+// [sequences, …] of each buffer (cuda/cache.cuh).
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -72,14 +83,16 @@ struct CudaDecoderOptions {
   index_t max_context = 4096;  // tokens one sequence may hold; sizes every KV buffer
   index_t max_chunk = 64;      // tokens per internal pass of forward(); sizes the activation buffers
   bool graph = true;           // replay single-token steps from a captured CUDA graph
-  bool overlap = true;         // programmatic dependent launch: each kernel starts while the previous finishes (sm_90+)
+  bool overlap = false;        // programmatic dependent launch: each kernel starts while the previous finishes (sm_90+)
+  index_t batch = 1;           // sequences, each with its own KV; step() and decode() append a token to each
 };
 
 namespace cuda::detail {
 
-static __global__ void advance_position_kernel(std::int64_t* position, std::int64_t tokens) {
+// positions[0, count) += tokens.
+static __global__ void advance_position_kernel(std::int64_t* positions, std::int64_t count, std::int64_t tokens) {
   enter();
-  *position += tokens;
+  for (std::int64_t i = 0; i < count; ++i) positions[i] += tokens;
 }
 
 struct GraphExecDeleter {
@@ -90,19 +103,19 @@ using GraphExec = std::unique_ptr<std::remove_pointer_t<cudaGraphExec_t>, GraphE
 // Activation buffers of one chunk of at most `chunk` tokens (names follow decoder.hpp / attention.hpp).
 struct Workspace {
   std::int64_t chunk = 0, px_stride = 0, pq_stride = 0, splits = 1;
-  DeviceBuffer<std::int64_t> position;  // [1] position of the chunk's first token
+  DeviceBuffer<std::int64_t> position;  // [batch] each sequence's position (of its next token)
   DeviceBuffer<std::int32_t> ids;       // [chunk]
   DeviceBuffer<float> streams, partial, mix_state, x, px, q_residual, pq, latent, o, grouped, y;
   DeviceBuffer<float> router_logits, route_weights, hidden, head_in, logits;
   DeviceBuffer<std::int32_t> chosen, selected;
   DeviceBuffer<float> attn_o, attn_ml;
 
-  Workspace(Config const& c, std::int64_t chunk_, std::int64_t px_stride_, std::int64_t pq_stride_, int splits_)
+  Workspace(Config const& c, std::int64_t chunk_, std::int64_t batch, std::int64_t px_stride_, std::int64_t pq_stride_, int splits_)
       : chunk(chunk_), px_stride(px_stride_), pq_stride(pq_stride_), splits(splits_) {
     auto const S = static_cast<std::size_t>(chunk), D = static_cast<std::size_t>(c.hidden_size);
     auto const hc = static_cast<std::size_t>(c.hc_mult), H = static_cast<std::size_t>(c.num_attention_heads);
     auto const d = static_cast<std::size_t>(c.head_dim), k = static_cast<std::size_t>(c.num_experts_per_tok);
-    position = DeviceBuffer<std::int64_t>(1, "position");
+    position = DeviceBuffer<std::int64_t>(static_cast<std::size_t>(batch), "positions");
     ids = DeviceBuffer<std::int32_t>(S, "token ids");
     streams = DeviceBuffer<float>(S * hc * D, "residual streams");
     partial = DeviceBuffer<float>(S * static_cast<std::size_t>(hyper_blocks(c.hidden_size)) * ((2 + hc) * hc + 1), "mHC partial sums");
@@ -121,9 +134,9 @@ struct Workspace {
     hidden = DeviceBuffer<float>(S * (k + 1) * static_cast<std::size_t>(c.moe_intermediate_size), "expert hidden");
     head_in = DeviceBuffer<float>(S * D, "final hidden");
     logits = DeviceBuffer<float>(S * static_cast<std::size_t>(c.vocab_size), "logits");
-    selected = DeviceBuffer<std::int32_t>(static_cast<std::size_t>(std::max<index_t>(c.index_topk, 1)), "selected entries");
-    attn_o = DeviceBuffer<float>(H * static_cast<std::size_t>(splits) * d, "attention partial outputs");
-    attn_ml = DeviceBuffer<float>(H * static_cast<std::size_t>(splits) * 2, "attention partial statistics");
+    selected = DeviceBuffer<std::int32_t>(static_cast<std::size_t>(batch * std::max<index_t>(c.index_topk, 1)), "selected entries");
+    attn_o = DeviceBuffer<float>(static_cast<std::size_t>(batch) * H * static_cast<std::size_t>(splits) * d, "attention partial outputs");
+    attn_ml = DeviceBuffer<float>(static_cast<std::size_t>(batch) * H * static_cast<std::size_t>(splits) * 2, "attention partial statistics");
   }
 };
 
@@ -185,21 +198,30 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
                stream_);
     }
     for (index_t l = 0, csa = 0; l < c.num_hidden_layers; ++l) {
-      bool const paged = kPaged && c.layer_types[static_cast<std::size_t>(l)] == LayerKind::csa;
       csa_index_.push_back(c.layer_types[static_cast<std::size_t>(l)] == LayerKind::csa ? csa++ : -1);
-      cache_.emplace_back(c, l, options_.max_context, paged ? paged_rows() : -1);
       px = std::max(px, weights_.layers[static_cast<std::size_t>(l)].layout.rows);
       pq = std::max(pq, weights_.layers[static_cast<std::size_t>(l)].layout.q_rows);
       max_rows = std::max(max_rows, rows_per_token(l));
     }
-    work_ = std::make_unique<cuda::detail::Workspace>(c, options_.max_chunk, px, pq, cuda::attention_splits(max_rows));
+    for (index_t l = 0; l < c.num_hidden_layers; ++l)
+      cache_.emplace_back(c, l, options_.max_context, kPaged && c.layer_types[static_cast<std::size_t>(l)] == LayerKind::csa,
+                          options_.batch);
+    for (index_t l = 0; l < c.num_hidden_layers; ++l) {
+      std::int64_t const rows = c.layer_types[static_cast<std::size_t>(l)] != LayerKind::csa ? 0
+                                : kPaged                                                      ? paged_rows()
+                                                                                              : options_.max_context / c.compress_rate_csa;
+      scores_.emplace_back(static_cast<std::size_t>(options_.batch * rows), "layer " + std::to_string(l) + " index scores");
+    }
+    positions_.assign(static_cast<std::size_t>(options_.batch), 0);
+    std::int64_t const pass_tokens = std::max(options_.max_chunk, options_.batch);
+    work_ = std::make_unique<cuda::detail::Workspace>(c, pass_tokens, options_.batch, px, pq, cuda::attention_splits(max_rows));
     linear_blocks_[0] = cuda::linear_resident_blocks<T>(1);
     linear_blocks_[1] = cuda::linear_resident_blocks<T>(2);
     int device = 0, major = 0;
     FLASHMEMORY_CUDA_CHECK(cudaGetDevice(&device));
     FLASHMEMORY_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     options_.overlap = options_.overlap && major >= 9;  // programmatic dependent launch is sm_90 and later
-    ids_staging_ = ::flashmemory::cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(options_.max_chunk),
+    ids_staging_ = ::flashmemory::cuda::PinnedBuffer<std::int32_t>(static_cast<std::size_t>(pass_tokens),
                                                                    ::flashmemory::cuda::PinnedBuffer<std::int32_t>::kHostOnly,
                                                                    "token id staging");
     reset();
@@ -209,8 +231,10 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
  public:
   Config const& config() const noexcept { return config_; }
   Options const& options() const noexcept { return options_; }
-  // Position of the next token.
-  index_t position() const noexcept { return position_; }
+  // Sequences (Options::batch).
+  index_t batch() const noexcept { return options_.batch; }
+  // Position of the next token of a sequence.
+  index_t position(index_t sequence = 0) const { return positions_[checked(sequence)]; }
   // The most tokens the sequence can hold (Options::max_context).
   index_t capacity() const noexcept { return options_.max_context; }
   // The stream every kernel of this decoder runs on.
@@ -223,14 +247,24 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     requires kPaged
   { return kv_; }
 
-  // Starts a new sequence (enqueued on stream()).
+  // Starts every sequence anew (enqueued on stream()).
   void reset() {
-    position_ = 0;
-    work_->position.fill_bytes(0, stream_);
-    for (auto& l : cache_) l.reset(stream_);
+    for (index_t b = 0; b < batch(); ++b) reset(b);
     if constexpr (kPaged) {
       kv_.reset();
       graph_.reset();  // the controller's buffers are new: capture the step again
+    }
+  }
+
+  // Starts one sequence anew (a paged controller's state is reset only by reset()).
+  void reset(index_t sequence) {
+    positions_[checked(sequence)] = 0;
+    FLASHMEMORY_CUDA_CHECK(cudaMemsetAsync(work_->position.data() + sequence, 0, sizeof(std::int64_t), stream_));
+    for (index_t l = 0; l < config_.num_hidden_layers; ++l) {
+      cache_[static_cast<std::size_t>(l)].reset(sequence, stream_);
+      auto& scores = scores_[static_cast<std::size_t>(l)];
+      std::int64_t const rows = static_cast<std::int64_t>(scores.size()) / batch();
+      cuda::detail::fill(scores.data() + sequence * rows, rows, cuda::detail::kNegInf, stream_);
     }
   }
 
@@ -242,15 +276,13 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     graph_.reset();
   }
 
-  // Appends `ids` to the sequence; returns the logits of the last token [V] or of every token [S, V].
-  std::vector<float> forward(std::span<index_t const> ids, Logits which = Logits::last) {
+  // Appends `ids` to a sequence; returns the logits of the last token [V] or of every token [S, V].
+  std::vector<float> forward(std::span<index_t const> ids, Logits which = Logits::last, index_t sequence = 0) {
     index_t const S = static_cast<index_t>(ids.size()), V = config_.vocab_size;
-    for (std::size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] < 0 || ids[i] >= V)
-        fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: token id ", ids[i], " at index ", i,
-             " is outside the vocabulary [0, ", V, ")");
+    checked(sequence);
+    expect_vocabulary(ids);
     if (S == 0) return {};
-    expect_room(S);
+    expect_room(sequence, S);
     std::vector<float> logits(static_cast<std::size_t>((which == Logits::all ? S : 1) * V));
     for (index_t at = 0; at < S;) {
       index_t const n = std::min<index_t>(options_.max_chunk, S - at);
@@ -260,9 +292,9 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       if constexpr (kPaged) kv_.begin_step(n);
       FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(work_->ids.data(), ids_staging_.data(), static_cast<std::size_t>(n) * 4,
                                              cudaMemcpyHostToDevice, stream_));
-      if (n == 1 && first == 0) run_step();
-      else enqueue_chunk(n, first);
-      position_ += n;
+      if (n == 1 && first == 0 && batch() == 1) run_step();
+      else enqueue({.tokens = n, .first = first, .sequence = sequence, .batched = false});
+      positions_[static_cast<std::size_t>(sequence)] += n;
       if (first < n) {
         float* dst = logits.data() + (which == Logits::all ? at * V : 0);
         FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(dst, work_->logits.data(), static_cast<std::size_t>((n - first) * V) * 4,
@@ -275,41 +307,61 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     return logits;
   }
 
-  // Device-side decoding (generation loops that keep tokens on the GPU, benchmarks): step() decodes the
-  // token at device_token() and leaves its logits [V] in device_logits(). Enqueued on stream(); it neither
-  // allocates nor waits for the device (with a paged controller, except at window boundaries: Level 1).
+  // Appends ids[b] to sequence b, for every sequence at once; returns their logits [batch, V].
+  std::vector<float> decode(std::span<index_t const> ids) {
+    if (static_cast<index_t>(ids.size()) != batch())
+      fail(errc::bad_shape, "deepseek_v4::Decoder<cuda>: decode() takes one token per sequence: ", ids.size(), " tokens for a batch of ",
+           batch());
+    expect_vocabulary(ids);
+    for (std::size_t b = 0; b < ids.size(); ++b) ids_staging_[b] = static_cast<std::int32_t>(ids[b]);
+    FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(device_token(), ids_staging_.data(), ids.size() * 4, cudaMemcpyHostToDevice, stream_));
+    step();
+    std::vector<float> logits(ids.size() * static_cast<std::size_t>(config_.vocab_size));
+    FLASHMEMORY_CUDA_CHECK(cudaMemcpyAsync(logits.data(), device_logits(), logits.size() * 4, cudaMemcpyDeviceToHost, stream_));
+    stream_.synchronize();
+    return logits;
+  }
+
+  // Device-side decoding (generation loops that keep tokens on the GPU, benchmarks): step() appends the
+  // tokens at device_token() [batch] to their sequences and leaves their logits [batch, V] in
+  // device_logits(). Enqueued on stream(); it neither allocates nor waits for the device (with a paged
+  // controller, except at window boundaries: Level 1).
   std::int32_t* device_token() noexcept { return work_->ids.data(); }
   float const* device_logits() const noexcept { return work_->logits.data(); }
   void step() {
-    expect_room(1);
+    for (index_t b = 0; b < batch(); ++b) expect_room(b, 1);
     if constexpr (kPaged) kv_.begin_step(1);
     run_step();
-    ++position_;
+    for (index_t& p : positions_) ++p;
     if constexpr (kPaged) kv_.end_step(1);
   }
 
-  // Benchmarks: drops the sequence and stands in random rows for a history of `tokens` tokens (the window,
-  // the compressed entries and index keys they would have emitted; compressor states empty, so `tokens`
-  // should be a multiple of the compress rates), then continues at position `tokens`.
+  // Benchmarks: drops every sequence and stands in random rows for a history of `tokens` tokens in each (the
+  // window, the compressed entries and index keys they would have emitted; compressor states empty, so
+  // `tokens` should be a multiple of the compress rates), then continues at position `tokens`.
   void fill_context_for_benchmark(index_t tokens, std::uint64_t seed) {
     if (tokens < 0 || tokens >= capacity())
       fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: a history of ", tokens, " tokens leaves no room in ", capacity());
     if (kPaged) fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: a random history stands in for resident pools only (FullResidentKv)");
     reset();
-    for (std::size_t l = 0; l < cache_.size(); ++l) cache_[l].fill_random(tokens, config_.head_dim, seed + 3 * l, stream_);
+    for (index_t b = 0; b < batch(); ++b)
+      for (std::size_t l = 0; l < cache_.size(); ++l)
+        cache_[l].fill_random(b, tokens, seed + 3 * l + 1000 * static_cast<std::uint64_t>(b), stream_);
     cuda::detail::launch("deepseek_v4 advance_position_kernel", false, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0,
-                         stream_.get(), work_->position.data(), tokens)
+                         stream_.get(), work_->position.data(), std::int64_t{batch()}, std::int64_t{tokens})
         .throw_if_error();
-    position_ = tokens;
+    positions_.assign(positions_.size(), tokens);
     stream_.synchronize();
   }
 
  private:
   // The config, after checking what these kernels serve (before anything is allocated).
   static Config supported(Config c, Options const& o) {
-    if (o.max_context < 1 || o.max_chunk < 1 || o.max_chunk > 65535)
-      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: max_context ", o.max_context, " and max_chunk ", o.max_chunk,
-           " must be positive (max_chunk at most 65535)");
+    if (o.max_context < 1 || o.max_chunk < 1 || o.max_chunk > 65535 || o.batch < 1 || o.batch > 65535)
+      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: max_context ", o.max_context, ", max_chunk ", o.max_chunk, " and batch ",
+           o.batch, " must be positive (max_chunk and batch at most 65535)");
+    if (kPaged && o.batch != 1)
+      fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: a paged KV controller serves one sequence (Options::batch = ", o.batch, ")");
     if (c.count(LayerKind::csa) > 0 && c.index_topk > ::flashmemory::indexer::cuda::TopK::kMaxK)
       fail(errc::unsupported, "deepseek_v4::Decoder<cuda>: index_topk ", c.index_topk, " exceeds the top-k kernel's ",
            ::flashmemory::indexer::cuda::TopK::kMaxK);
@@ -335,10 +387,25 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     else return -1;
   }
 
-  void expect_room(index_t tokens) const {
-    if (position_ + tokens > capacity())
-      fail(errc::out_of_memory, "deepseek_v4::Decoder<cuda>: ", tokens, " more tokens at position ", position_,
-           " exceed the max context of ", capacity(), " tokens given at construction (Options::max_context)");
+  std::size_t checked(index_t sequence) const {
+    if (sequence < 0 || sequence >= batch())
+      fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: sequence ", sequence, " of a batch of ", batch());
+    return static_cast<std::size_t>(sequence);
+  }
+
+  void expect_room(index_t sequence, index_t tokens) const {
+    index_t const at = positions_[static_cast<std::size_t>(sequence)];
+    if (at + tokens > capacity())
+      fail(errc::out_of_memory, "deepseek_v4::Decoder<cuda>: ", tokens, " more tokens at position ", at, batch() > 1 ? " of sequence " : "",
+           batch() > 1 ? std::to_string(sequence) : std::string(), " exceed the max context of ", capacity(),
+           " tokens given at construction (Options::max_context)");
+  }
+
+  void expect_vocabulary(std::span<index_t const> ids) const {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= config_.vocab_size)
+        fail(errc::invalid_argument, "deepseek_v4::Decoder<cuda>: token id ", ids[i], " at index ", i, " is outside the vocabulary [0, ",
+             config_.vocab_size, ")");
   }
 
   // Rows one token of layer l attends to at most: the window and the entries its kind may add.
@@ -352,17 +419,19 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     return c.sliding_window;
   }
 
-  // One token with logits: replays the captured graph (capturing it the first time) or enqueues directly.
+  // One token of every sequence, with logits: replays the captured graph (capturing it the first time) or
+  // enqueues directly.
   void run_step() {
+    Pass const step{.tokens = batch(), .first = 0, .sequence = 0, .batched = true};
     if (!options_.graph) {
-      enqueue_chunk(1, 0);
+      enqueue(step);
       return;
     }
     if (!graph_) {
       cudaGraph_t g = nullptr;
       FLASHMEMORY_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
       try {
-        enqueue_chunk(1, 0);
+        enqueue(step);
       } catch (...) {
         cudaStreamEndCapture(stream_, &g);
         if (g) cudaGraphDestroy(g);
@@ -378,13 +447,24 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     FLASHMEMORY_CUDA_CHECK(cudaGraphLaunch(graph_.get(), stream_));
   }
 
-  // Enqueues a chunk of S tokens whose ids are in the workspace; logits for tokens [first, S).
-  void enqueue_chunk(std::int64_t S, std::int64_t first) {
+  // One pass of `tokens` tokens whose ids are in the workspace: a chunk of one sequence, or one token of each
+  // sequence (`batched`: token s is sequence s's). Logits for tokens [first, tokens).
+  struct Pass {
+    std::int64_t tokens = 0, first = 0;
+    index_t sequence = 0;  // the chunk's
+    bool batched = false;
+  };
+
+  void enqueue(Pass const& pass) {
     Config const& c = config_;
     cuda::detail::Workspace& w = *work_;
     cudaStream_t const st = stream_;
+    std::int64_t const S = pass.tokens, first = pass.first;
     std::int64_t const D = c.hidden_size, H = c.num_attention_heads, d = c.head_dim, hc = c.hc_mult;
-    std::int64_t const* pos = w.position.data();
+    // Where the tokens' positions are read: a chunk's token s at position[sequence] + s, a batch's token s
+    // (sequence s's) at position[s].
+    std::int64_t* const positions = w.position.data();
+    std::int64_t const* pos = pass.batched ? positions : positions + pass.sequence;
     bool const pdl = options_.overlap;
     auto check = [](Status const& s) { s.throw_if_error(); };
     // y = x · Wᵀ for the tokens of the chunk (a: weights, shapes and buffers; the launch settings are added).
@@ -408,7 +488,6 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
 
     for (index_t l = 0; l < c.num_hidden_layers; ++l) {
       auto const& lw = weights_.layers[static_cast<std::size_t>(l)];
-      auto& kc = cache_[static_cast<std::size_t>(l)];
       cuda::ProjectionLayout const& p = lw.layout;
       LayerKind const kind = c.layer_types[static_cast<std::size_t>(l)];
       cuda::DeviceRope const rope = kind == LayerKind::sliding ? device_rope(weights_.rope_main, weights_.rope_main_scale)
@@ -420,6 +499,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       auto norm_rope = [&](cuda::NormRopeArguments& nr) {
         nr.tokens = S;
         nr.position = pos;
+        nr.batch = pass.batched;
         nr.rope = rope;
         nr.eps = c.rms_norm_eps;
         nr.stream = st;
@@ -462,21 +542,35 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
           copy(offer + D + I, w.px.data() + (S - 1) * w.px_stride + p.index_weights, c.index_n_heads);
         }
 
-      for (std::int64_t s = 0; s < S; ++s) {
+      // The per-token kernels run token by token for a chunk (token s + 1 may overwrite the scores and rows
+      // token s reads), and once for all the sequences of a batch (`sequences` = S: sequence b's token is row
+      // b of the activations, its cache slice b of the layer's buffers).
+      struct Tokens {
+        std::int64_t sequence;     // the first sequence
+        std::int64_t const* pos;   // its position
+        std::int64_t token;        // row of the first token in the activations, and its offset from *pos
+        int sequences;
+      };
+      auto& kc = cache_[static_cast<std::size_t>(l)];
+      std::int64_t const score_rows = kind == LayerKind::csa ? scores_[static_cast<std::size_t>(l)].size() / batch() : 0;
+      // The cache update of the tokens, and on CSA layers their index scores.
+      auto update = [&](Tokens const& t) {
         cuda::KvStepArguments<T> kv;
-        kv.position = pos;
-        kv.token = s;
+        kv.position = t.pos;
+        kv.token = t.token;
+        kv.sequences = t.sequences;
         kv.latent = w.latent.data();
         kv.latent_stride = d;
-        kv.window = kc.window.data();
+        kv.window = kc.window_of(t.sequence);
         kv.window_rows = static_cast<int>(c.sliding_window);
         kv.dim = static_cast<int>(d);
+        float const* const px = w.px.data();
         if (kc.compressor)
-          kv.compressors[kv.count++] = kc.compressor->step(lw.comp_ape.data(), lw.comp_norm.data(), w.px.data() + p.comp_kv,
-                                                            w.px.data() + p.comp_gate, w.px_stride);
+          kv.compressors[kv.count++] =
+              kc.compressor->step(lw.comp_ape.data(), lw.comp_norm.data(), px + p.comp_kv, px + p.comp_gate, w.px_stride, t.sequence);
         if (kc.indexer)
-          kv.compressors[kv.count++] = kc.indexer->step(lw.index_ape.data(), lw.index_norm.data(), w.px.data() + p.index_kv,
-                                                         w.px.data() + p.index_gate, w.px_stride);
+          kv.compressors[kv.count++] =
+              kc.indexer->step(lw.index_ape.data(), lw.index_norm.data(), px + p.index_kv, px + p.index_gate, w.px_stride, t.sequence);
         if constexpr (kPaged)
           if (ci >= 0) {  // entries and keys go to the controller's reserve and rings
             cuda::PagedRows<T> const rows{kv_.page_cells(), kv_.rows(ci), static_cast<int>(kv_.chunks_per_page())};
@@ -493,28 +587,38 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         kv.stream = st;
         kv.overlap = pdl;
         check(cuda::kv_step(kv));
-
+        if (kind != LayerKind::csa) return;
+        auto& ix = *kc.indexer;
+        cuda::IndexScoreArguments<T> is{
+            .q = w.pq.data() + t.token * w.pq_stride + p.index_q,
+            .weights = w.px.data() + t.token * w.px_stride + p.index_weights,
+            .fold = static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
+            .keys = ix.pool_of(t.sequence),
+            .capacity = score_rows,
+            .heads = static_cast<int>(c.index_n_heads),
+            .dim = static_cast<int>(c.index_head_dim),
+            .ratio = ix.ratio,
+            .position = t.pos,
+            .token = t.token,
+            .scores = scores_[static_cast<std::size_t>(l)].data() + t.sequence * score_rows,
+            .stream = st,
+            .overlap = pdl,
+            .sequences = t.sequences,
+            .q_stride = w.pq_stride,
+            .weights_stride = w.px_stride};
+        if constexpr (kPaged) is.keys = kv_.key_pool(ci), is.capacity = kv_.pool_rows(), is.rows = kv_.rows(ci);
+        check(cuda::index_scores<T>(is));
+        // Their top-k (a batch's rows in one launch); a chunk's selection is row 0.
+        std::int64_t width = score_rows;  // a batch's rows lie score_rows apart (a paged controller: one row)
+        if constexpr (kPaged) width = kv_.pool_rows();
+        matrix_view<float const> const scores(is.scores, t.sequences, width);
+        matrix_view<std::int32_t> const selected(w.selected.data(), t.sequences, c.index_topk);
+        check(topk_.run({scores, {}, {}, selected, st}));
+      };
+      // Attention of the tokens (after their update).
+      auto attend = [&](Tokens const& t) {
         cuda::AttentionArguments<T> at;
         if (kind == LayerKind::csa) {
-          auto& ix = *kc.indexer;
-          cuda::IndexScoreArguments<T> is{
-              .q = w.pq.data() + s * w.pq_stride + p.index_q,
-              .weights = w.px.data() + s * w.px_stride + p.index_weights,
-              .fold = static_cast<float>(1.0 / std::sqrt(double(c.index_n_heads) * double(c.index_head_dim))),
-              .keys = ix.pool.data(),
-              .capacity = ix.capacity,
-              .heads = static_cast<int>(c.index_n_heads),
-              .dim = static_cast<int>(c.index_head_dim),
-              .ratio = ix.ratio,
-              .position = pos,
-              .token = s,
-              .scores = kc.scores.data(),
-              .stream = st,
-              .overlap = pdl};
-          if constexpr (kPaged) is.keys = kv_.key_pool(ci), is.capacity = kv_.pool_rows(), is.rows = kv_.rows(ci);
-          check(cuda::index_scores<T>(is));
-          check(topk_.run({matrix_view<float const>(kc.scores.data(), 1, is.capacity), {}, {},
-                           matrix_view<std::int32_t>(w.selected.data(), 1, c.index_topk), st}));
           at.mode = cuda::PoolRows::selected;
           at.selected = w.selected.data();
           at.slots = static_cast<int>(c.index_topk);
@@ -522,11 +626,12 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
           at.mode = cuda::PoolRows::causal;
           at.ratio = kc.compressor->ratio;
         }
-        at.q = w.pq.data() + s * w.pq_stride + p.q;
-        at.window = kc.window.data();
+        at.q = w.pq.data() + t.token * w.pq_stride + p.q;
+        at.q_stride = w.pq_stride;
+        at.window = kc.window_of(t.sequence);
         at.window_rows = static_cast<int>(c.sliding_window);
         if (kc.compressor) {
-          at.pool = kc.compressor->pool.data();
+          at.pool = kc.compressor->pool_of(t.sequence);
           at.pool_rows = kc.compressor->capacity;
           if constexpr (kPaged)
             if (ci >= 0) at.pool = kv_.entry_pool(ci), at.pool_rows = kv_.pool_rows();
@@ -535,16 +640,29 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         at.scale = static_cast<float>(1.0 / std::sqrt(double(d)));
         at.heads = static_cast<int>(H);
         at.dim = static_cast<int>(d);
-        at.position = pos;
-        at.token = s;
+        at.position = t.pos;
+        at.token = t.token;
         at.splits = cuda::attention_splits(rows_per_token(l));
         at.partial_o = w.attn_o.data();
         at.partial_ml = w.attn_ml.data();
         at.rope = rope;
-        at.out = w.o.data() + s * H * d;
+        at.out = w.o.data() + t.token * H * d;
+        at.out_stride = H * d;
+        at.sequences = t.sequences;
         at.stream = st;
         at.overlap = pdl;
         check(cuda::attention<T>(at));
+      };
+      if (pass.batched) {
+        Tokens const all{0, positions, 0, static_cast<int>(S)};
+        update(all);
+        attend(all);
+      } else {
+        for (std::int64_t s = 0; s < S; ++s) {
+          Tokens const one{pass.sequence, pos, s, 1};
+          update(one);
+          attend(one);
+        }
       }
 
       std::int64_t const G = c.o_groups, R = c.o_lora_rank, gin = H * d / G;
@@ -578,7 +696,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       linear({weights_.head.data(), c.vocab_size, D, w.head_in.data(), D, n, 0, 0, w.logits.data(), c.vocab_size});
     }
     check(cuda::detail::launch("deepseek_v4 advance_position_kernel", pdl, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0, st,
-                               w.position.data(), S));
+                               positions + (pass.batched ? 0 : pass.sequence), pass.batched ? S : 1, pass.batched ? 1 : S));
   }
 
   static cuda::DeviceRope device_rope(DeviceBuffer<float> const& inv_freq, float scale) {
@@ -591,13 +709,16 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   cuda::DeviceWeights<T> weights_;
   KvMember kv_;
   std::vector<index_t> csa_index_;  // per layer: its number among the CSA layers, −1 for the others
-  std::vector<cuda::DeviceLayerCache<T>> cache_;
+  std::vector<cuda::DeviceLayerCache<T>> cache_;  // per layer, every sequence's slice
+  // Per layer: a CSA layer's index scores [batch, rows] (−∞ past each sequence's causal entries), which its
+  // top-k reads (all sequences of a batched step in one launch).
+  std::vector<DeviceBuffer<float>> scores_;
   std::unique_ptr<cuda::detail::Workspace> work_;
   ::flashmemory::cuda::PinnedBuffer<std::int32_t> ids_staging_;
   ::flashmemory::indexer::cuda::TopK topk_;
   cuda::detail::GraphExec graph_;
   int linear_blocks_[2] = {0, 0};  // the linear kernel's resident blocks for one token / a tile of tokens
-  index_t position_ = 0;
+  std::vector<index_t> positions_;  // per sequence: the next token's position
 };
 
 }  // namespace flashmemory::models::deepseek_v4

@@ -8,6 +8,10 @@
 // With a row list (`rows`, a paged KV controller's: lsa/cuda/decoder_lookahead.cuh) the keys are the rows
 // of a reserve: every row r < capacity is scored, −∞ where rows[r] < 0 (not readable), fixed-shape as well.
 //
+// A batched decode step (`sequences` > 1): one token of each sequence in one launch, blockIdx.y = b, with
+// sequence b's query and head weights q_stride and weights_stride further on, its position at position[b],
+// and its keys and scores slice b of [sequences, capacity, …] buffers.
+//
 // fm::indexer::cuda::IndexScores is the tensor-core kernel for DeepSeek's 64/128 × 128 indexer, but it
 // takes the number of keys from the host; this one reads the causal count from device memory and serves
 // any head count and width (the test fixtures have 4–16 heads of 16–32 channels).
@@ -43,6 +47,8 @@ struct IndexScoreArguments {
   cudaStream_t stream = nullptr;
   bool overlap = false;  // programmatic dependent launch (detail/common.cuh)
   std::int32_t const* rows = nullptr;  // optional [capacity]: key r is readable iff rows[r] >= 0
+  int sequences = 1;                   // a batched step (see above; no row list)
+  std::int64_t q_stride = 0, weights_stride = 0;
 };
 
 namespace detail {
@@ -56,14 +62,17 @@ template <class T>
 __global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScoreArguments<T> const p) {
   enter();
   extern __shared__ __align__(16) float smem[];  // q [heads, dim] | weights [heads] | per-warp sums [warps][32]
-  std::int64_t const count = p.rows ? p.capacity : (*p.position + p.token + 1) / p.ratio;
+  std::int64_t const b = blockIdx.y;
+  std::int64_t const count = p.rows ? p.capacity : (p.position[b] + p.token + 1) / p.ratio;
   if (static_cast<std::int64_t>(blockIdx.x) * kScoreEntries >= count) return;  // block-uniform
   float* q = smem;
   float* hw = q + p.heads * p.dim;
   float* part = hw + p.heads;
   int const tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
-  for (int i = tid; i < p.heads * p.dim; i += blockDim.x) q[i] = p.q[i];
-  for (int i = tid; i < p.heads; i += blockDim.x) hw[i] = p.weights[i];
+  for (int i = tid; i < p.heads * p.dim; i += blockDim.x) q[i] = p.q[b * p.q_stride + i];
+  for (int i = tid; i < p.heads; i += blockDim.x) hw[i] = p.weights[b * p.weights_stride + i];
+  T const* const keys = p.keys + b * p.capacity * p.dim;
+  float* const scores = p.scores + b * p.capacity;
   int const per_warp = (p.heads + kScoreWarps - 1) / kScoreWarps;
   int const h_begin = warp * per_warp, h_end = min(p.heads, h_begin + per_warp);
   for (std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kScoreEntries; first < count;
@@ -73,7 +82,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScor
     bool const live = w < count && (!p.rows || p.rows[w] >= 0);
     float sum = 0.0f;
     if (live) {
-      T const* key = p.keys + w * p.dim;
+      T const* key = keys + w * p.dim;
       for (int h0 = h_begin; h0 < h_end; h0 += kScoreHeads) {
         float acc[kScoreHeads] = {};
         for (int c = 0; c < p.dim; c += 8) {
@@ -97,7 +106,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32) index_score_kernel(IndexScor
     if (warp == 0 && w < count) {
       float total = 0.0f;
       for (int i = 0; i < kScoreWarps; ++i) total += part[i * 32 + lane];
-      p.scores[w] = live ? total * p.fold : kNegInf;
+      scores[w] = live ? total * p.fold : kNegInf;
     }
   }
 }
@@ -113,9 +122,12 @@ Status index_scores(IndexScoreArguments<T> const& a) {
     return Status::failure(errc::invalid_argument, "index scores (CUDA): null argument");
   std::size_t const smem = (static_cast<std::size_t>(a.heads) * a.dim + a.heads + detail::kScoreWarps * 32) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "index scores (CUDA): ", a.heads, " × ", a.dim, " queries");
+  if (a.sequences < 1 || a.sequences > 65535 || (a.sequences > 1 && a.rows))
+    return Status::failure(errc::invalid_argument, "index scores (CUDA): ", a.sequences, " sequences", a.rows ? " with a row list" : "");
   if (a.capacity == 0) return Status::success();
   auto const blocks = static_cast<unsigned>(std::min<std::int64_t>(detail::ceil_div(a.capacity, detail::kScoreEntries), detail::kMaxScoreBlocks));
-  return detail::launch("deepseek_v4 index_score_kernel", a.overlap, detail::index_score_kernel<T>, dim3(blocks),
+  return detail::launch("deepseek_v4 index_score_kernel", a.overlap, detail::index_score_kernel<T>,
+                        dim3(blocks, static_cast<unsigned>(a.sequences)),
                         detail::kScoreWarps * 32, smem, a.stream, a);
 }
 

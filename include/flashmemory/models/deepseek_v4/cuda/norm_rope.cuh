@@ -4,7 +4,8 @@
 // One launch serves up to kMaxNormRopeJobs kinds of rows of a chunk of tokens, e.g. after the first
 // attention projection: q_residual = RMSNorm_w(x·wq_aᵀ; q_norm) and the window latent RoPE(RMSNorm_w(x·wkvᵀ;
 // kv_norm)); after the second: every query head's unweighted norm + RoPE and the indexer heads' RoPE
-// (deepseek-v4.md §5.1, §5.2, §6.4). Token t of the chunk sits at position *position + t.
+// (deepseek-v4.md §5.1, §5.2, §6.4). Token t of the chunk sits at position *position + t; in a batched
+// decode step (`batch`) token t is sequence t's and sits at position[t].
 //
 // Kernel: one block per (row, token); the row is staged in shared memory, normalised with a block
 // reduction, its trailing rope channels rotated in pairs, and written out (in place is fine).
@@ -40,7 +41,8 @@ struct NormRopeArguments {
   NormRopeJob jobs[kMaxNormRopeJobs];
   int count = 0;
   std::int64_t tokens = 0;
-  std::int64_t const* position = nullptr;  // device: position of token 0
+  std::int64_t const* position = nullptr;  // device: position of token 0, or of every token with `batch`
+  bool batch = false;  // token t is the next token of sequence t (a batched decode step): at position[t]
   DeviceRope rope;
   double eps = 1e-6;
   cudaStream_t stream = nullptr;
@@ -77,7 +79,7 @@ static __global__ void __launch_bounds__(kNormRopeThreads) norm_rope_kernel(Norm
   }
   __syncthreads();
   if (j.rope) {
-    rope_block(p.rope, v, j.n, *p.position + t, /*inverse=*/false);
+    rope_block(p.rope, v, j.n, p.batch ? p.position[t] : *p.position + t, /*inverse=*/false);
     __syncthreads();
   }
   for (int i = tid; i < j.n; i += blockDim.x) dst[i] = v[i];
