@@ -28,6 +28,7 @@ namespace flashmemory::models::deepseek_v4::cuda {
 
 inline constexpr int kHyperColumns = 64;  // columns of every stream per hyper_partial block
 inline constexpr int kMaxHc = 16;
+inline constexpr int kHyperBatch = 8;  // columns a hyper_finish thread loads before it stores
 
 constexpr int mix_state_size(int hc) { return 2 * hc + hc * hc; }
 constexpr int hyper_blocks(std::int64_t hidden) { return static_cast<int>((hidden + kHyperColumns - 1) / kHyperColumns); }
@@ -227,18 +228,39 @@ static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
     }
   }
   __syncthreads();
+  // The collapse and the norm in batches of kHyperBatch columns per thread: every load of a batch is issued
+  // before its results are stored (the stores could alias the loads for all the compiler knows, which
+  // serialised one load latency per column); the sums keep the column order.
   float const* x = p.x + t * hc * D;
   float ss = 0.0f;
-  for (std::int64_t e = tid; e < D; e += blockDim.x) {
-    float v = 0.0f;
-    for (int i = 0; i < hc; ++i) v += state[i] * x[i * D + e];
-    u[e] = v;
-    ss += v * v;
+  std::int64_t const step = blockDim.x;
+  for (std::int64_t e0 = tid; e0 < D; e0 += kHyperBatch * step) {
+    float v[kHyperBatch] = {};
+    for (int i = 0; i < hc; ++i) {
+      float xs[kHyperBatch];
+#pragma unroll
+      for (int b = 0; b < kHyperBatch; ++b) xs[b] = e0 + b * step < D ? x[i * D + e0 + b * step] : 0.0f;
+#pragma unroll
+      for (int b = 0; b < kHyperBatch; ++b) v[b] += state[i] * xs[b];
+    }
+#pragma unroll
+    for (int b = 0; b < kHyperBatch; ++b)
+      if (e0 + b * step < D) {
+        u[e0 + b * step] = v[b];
+        ss += v[b] * v[b];
+      }
   }
   ss = block_sum(ss, scratch);
   auto const r = static_cast<float>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(D) + p.rms_eps));
   float* out = p.out + blockIdx.x * D;
-  for (std::int64_t e = tid; e < D; e += blockDim.x) out[e] = p.norm[e] * (u[e] * r);
+  for (std::int64_t e0 = tid; e0 < D; e0 += kHyperBatch * step) {
+    float w[kHyperBatch];
+#pragma unroll
+    for (int b = 0; b < kHyperBatch; ++b) w[b] = e0 + b * step < D ? p.norm[e0 + b * step] : 0.0f;
+#pragma unroll
+    for (int b = 0; b < kHyperBatch; ++b)
+      if (e0 + b * step < D) out[e0 + b * step] = w[b] * (u[e0 + b * step] * r);
+  }
 }
 
 }  // namespace detail
