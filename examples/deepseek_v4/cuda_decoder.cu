@@ -25,6 +25,10 @@ class Model final : public CudaModel {
   Model(v4::Config config, v4::Weights const& weights, v4::CudaDecoderOptions const& options, KvArgs&&... kv)
       : decoder_(std::move(config), weights, options, std::forward<KvArgs>(kv)...) {}
   std::vector<float> forward(std::span<fm::index_t const> ids) override { return decoder_.forward(ids); }
+  std::vector<float> forward_sequence(fm::index_t sequence, std::span<fm::index_t const> ids) override {
+    return decoder_.forward(ids, v4::Logits::last, sequence);
+  }
+  std::vector<float> decode(std::span<fm::index_t const> ids) override { return decoder_.decode(ids); }
   v4::Config const& config() const override { return decoder_.config(); }
   fm::index_t position() const override { return decoder_.position(); }
   void reset() override { decoder_.reset(); }
@@ -72,7 +76,7 @@ std::string cuda_device() {
 }
 
 std::unique_ptr<CudaModel> make_cuda_model(v4::Config config, v4::Weights weights, CudaSettings const& s) {
-  v4::CudaDecoderOptions options{.max_context = s.max_context, .max_chunk = s.max_chunk};
+  v4::CudaDecoderOptions options{.max_context = s.max_context, .max_chunk = s.max_chunk, .batch = s.batch};
   // `weights` (the host copy) is freed when this returns: only the GPU copy stays.
   if (s.lsa) {
     if (s.storage == CudaStorage::f32)

@@ -37,6 +37,7 @@ struct CudaSettings {
   CudaStorage storage = CudaStorage::bf16;
   fm::index_t max_context = 0;  // tokens the sequence may hold: sizes the KV buffers
   fm::index_t max_chunk = 1;    // tokens per prefill pass: sizes the activation buffers
+  fm::index_t batch = 1;        // sequences decoded together (without LSA)
   std::optional<CudaLsa> lsa;   // none: every CSA chunk resident (the native model)
 };
 
@@ -58,6 +59,10 @@ class CudaModel {
   virtual v4::Config const& config() const = 0;
   virtual fm::index_t position() const = 0;
   virtual void reset() = 0;  // a new sequence
+  // With CudaSettings::batch sequences: appends `ids` to one of them (forward() is sequence 0), or one token to
+  // each at once (logits [batch, V]).
+  virtual std::vector<float> forward_sequence(fm::index_t sequence, std::span<fm::index_t const> ids) = 0;
+  virtual std::vector<float> decode(std::span<fm::index_t const> ids) = 0;
   // With LSA (CudaSettings::lsa; errc::unsupported otherwise): what the report says; another scorer and policy
   // for the next Level 1; the end of a full-KV prefill (LookaheadOptions::full_prefill).
   virtual std::optional<CudaLsaReport> lsa_report() const { return std::nullopt; }

@@ -58,6 +58,8 @@ constexpr char const* kUsage = R"(usage:
       --device cpu|cuda   where to run (default cpu): the float32 host reference, or the CUDA decoder
       --cuda-storage S    bf16 (default) or f32: what the CUDA decoder keeps weights and KV in (f32 matches
                           the host reference to rounding error)
+      --batch N           with --device cuda: decode N sequences together, one token each per step (the
+                          prompt, then N − 1 more random prompts of its length); default 1
     Lookahead Sparse Attention on the CSA layers (docs/deepseek-v4.md, "LSA on the CSA layers"):
       --lsa MODE          off (default: every chunk resident, the native model) or the Level-1 scorer:
                           memory (the Memory Indexer, needs --indexer), recency, random, oracle (labels
@@ -112,7 +114,7 @@ T parse_number(std::string_view option, std::string_view text) {
 struct Options {
   std::filesystem::path checkpoint = FLASHMEMORY_DSV4_TINY_CHECKPOINT;
   std::optional<std::string> prompt;
-  fm::index_t prompt_len = 64, max_new_tokens = 32, chunk = 256, context = -1;
+  fm::index_t prompt_len = 64, max_new_tokens = 32, chunk = 256, context = -1, batch = 1;
   double temperature = 0.0, top_p = 1.0;
   std::uint64_t seed = 0;
   bool stop_at_eos = false, kv_report = false, help = false;
@@ -182,6 +184,7 @@ Options parse_args(int argc, char** argv) {
       if (!(o.top_p > 0 && o.top_p <= 1)) throw Usage("--top-p: expected a number in (0, 1]");
     } else if (a == "--seed") o.seed = parse_number<std::uint64_t>(a, value());
     else if (a == "--chunk") o.chunk = positive(value());
+    else if (a == "--batch") o.batch = positive(value());
     else if (a == "--stop-at-eos") o.stop_at_eos = true;
     else if (a == "--device") {
       o.device = std::string(value());
@@ -248,6 +251,9 @@ Options parse_args(int argc, char** argv) {
   if (o.lsa != "off" && o.device == "cuda" && o.cuda_storage == "f32")
     throw Usage("--lsa on --device cuda keeps bf16 rows: leave out --cuda-storage f32");
   if (o.cuda_storage && o.device != "cuda") throw Usage("--cuda-storage belongs to --device cuda");
+  if (o.batch > 1 && (o.device != "cuda" || o.lsa != "off" || o.dump || o.eval || o.kv_report || o.stop_at_eos))
+    throw Usage("--batch decodes several sequences on the CUDA decoder: it needs --device cuda, without --lsa, --dump, --eval, "
+                "--kv-report or --stop-at-eos");
   if (o.kv_report && o.device == "cuda") throw Usage("--device belongs to generation, not to --kv-report");
   return o;
 }
@@ -506,6 +512,45 @@ int generate_lsa(Options const& o, v4::Config const& config, v4::Weights weights
   return 0;
 }
 
+// --batch: every prompt prefilled into its own sequence, then all decoded together, one token per sequence a
+// step (Decoder<cuda>::decode: each weight matrix read once for the batch). Sequence 0 is the run without
+// --batch: same prompt, same tokens when greedy.
+void run_batch(fm_dsv4::CudaModel& model, std::vector<std::vector<fm::index_t>> const& prompts, Options const& o, std::mt19937_64& rng) {
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  std::size_t const B = prompts.size(), V = static_cast<std::size_t>(model.config().vocab_size);
+  std::vector<std::vector<float>> logits(B);
+  auto tp = Clock::now();
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t at = 0; at < prompts[b].size(); at += static_cast<std::size_t>(o.chunk))
+      logits[b] = model.forward_sequence(static_cast<fm::index_t>(b), std::span(prompts[b]).subspan(at).first(
+                                                                          std::min(static_cast<std::size_t>(o.chunk), prompts[b].size() - at)));
+  double const prefill_s = seconds(Clock::now() - tp);
+  std::vector<std::vector<fm::index_t>> generated(B);
+  auto td = Clock::now();
+  for (fm::index_t i = 0; i < o.max_new_tokens; ++i) {
+    std::vector<fm::index_t> next(B);
+    for (std::size_t b = 0; b < B; ++b) generated[b].push_back(next[b] = sample(logits[b], o, rng));
+    if (i + 1 == o.max_new_tokens) break;
+    std::vector<float> const all = model.decode(next);
+    for (std::size_t b = 0; b < B; ++b) logits[b].assign(all.begin() + b * V, all.begin() + (b + 1) * V);
+  }
+  double const decode_s = seconds(Clock::now() - td);
+  auto const n = static_cast<long long>(prompts[0].size());
+  std::printf("prompt: %lld tokens (%s), and %zu more random prompts of %lld tokens (--batch %zu)\n", n, o.prompt ? "given" : "random",
+              B - 1, n, B);
+  for (std::size_t b = 0; b < B; ++b) {
+    if (b == 0) std::printf("generated (%s):", o.temperature == 0 ? "greedy" : "sampled");
+    else std::printf("  sequence %zu:", b);
+    for (fm::index_t id : generated[b]) std::printf(" %lld", static_cast<long long>(id));
+    std::printf("\n");
+  }
+  std::printf("prefill: %zu × %lld tokens in %.4f s = %.1f tokens/s\n", B, n, prefill_s, double(B) * double(n) / prefill_s);
+  if (auto const decoded = static_cast<double>(B) * static_cast<double>(o.max_new_tokens - 1); decoded > 0)
+    std::printf("decode:  %zu × %lld tokens in %.4f s = %.1f tokens/s (%zu sequences a step)\n", B,
+                static_cast<long long>(o.max_new_tokens - 1), decode_s, decoded / decode_s, B);
+}
+
 // The CUDA decoder, sized for this run: the prompt and the generated tokens, prefill passes of --chunk tokens.
 // With --lsa, `scorer` and `targets` are its Level-1 scorer and target CSA layers.
 int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std::vector<fm::index_t> const& prompt,
@@ -514,7 +559,8 @@ int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std:
   auto n = static_cast<fm::index_t>(prompt.size());
   fm_dsv4::CudaSettings settings{.storage = o.cuda_storage == "f32" ? fm_dsv4::CudaStorage::f32 : fm_dsv4::CudaStorage::bf16,
                                  .max_context = n + o.max_new_tokens,
-                                 .max_chunk = std::min<fm::index_t>({o.chunk, n, 65535})};
+                                 .max_chunk = std::min<fm::index_t>({o.chunk, n, 65535}),
+                                 .batch = o.batch};
   if (scorer) {
     LsaSetup setup = lsa_setup(o, config, n + o.max_new_tokens, std::move(targets));
     auto all = std::visit([](auto& any) { return std::visit([](auto& s) { return fm_dsv4::AllScorers{std::move(s)}; }, any.scorer); },
@@ -522,11 +568,21 @@ int generate_cuda(Options const& o, v4::Config config, v4::Weights weights, std:
     settings.lsa = fm_dsv4::CudaLsa{std::move(all), std::move(setup.policy), std::move(setup.options), setup.per};
   }
   auto model = fm_dsv4::make_cuda_model(std::move(config), std::move(weights), settings);
-  Sequence run = run_sequence(*model, prompt, o, rng);
-  print_run(run, n, o, false);
+  if (o.batch > 1) {
+    std::vector<std::vector<fm::index_t>> prompts{prompt};
+    std::uniform_int_distribution<fm::index_t> token(0, model->config().vocab_size - 1);
+    while (static_cast<fm::index_t>(prompts.size()) < o.batch) {
+      prompts.emplace_back(prompt.size());
+      for (fm::index_t& id : prompts.back()) id = token(rng);
+    }
+    run_batch(*model, prompts, o, rng);
+  } else {
+    print_run(run_sequence(*model, prompt, o, rng), n, o, false);
+  }
   v4::Config const& c = model->config();
   fm::index_t held = model->position();
-  std::printf("KV cache after %lld tokens (every chunk resident):\n", static_cast<long long>(held));
+  std::printf("KV cache after %lld tokens (every chunk resident%s):\n", static_cast<long long>(held),
+              o.batch > 1 ? ", per sequence" : "");
   print_kv_table(c, held, [&](v4::KvFormat f) { return v4::kv_footprint(c, held, f); });
   if (auto r = model->lsa_report()) {
     print_lsa_report(r->footprint, "bf16 rows", &r->stats, r->resident_pages, r->history_pages);
