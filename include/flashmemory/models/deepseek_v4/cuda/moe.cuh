@@ -346,7 +346,6 @@ Status experts(ExpertArguments<T> const& a) {
   if (a.tokens == 0) return Status::success();
   if (a.experts < 1 || a.experts > kMaxExperts)
     return Status::failure(errc::unsupported, "experts (CUDA): ", a.experts, " experts (1 to ", kMaxExperts, ")");
-  // Per tile of tokens: a slot for each expert it may choose, and the shared one.
   // One token (a decode step of one sequence): its k experts and the shared one. A tile of tokens: a slot
   // for each expert it may choose, and the shared one.
   bool const one = a.tokens == 1;
