@@ -39,7 +39,9 @@ for stage in $stages; do
       timeout 300 .carry/bench_decode --csv "$logs/bench_decode.csv" > "$logs/bench_decode.log" 2>&1; add bench_decode "rc=$?" ;;
     profile)
       for b in 1 8; do
-        timeout 200 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv .carry/bench_decode --contexts 4096 \
+        # Warm caches and free clocks (as in a real step), not ncu's default flush and lock.
+        timeout 200 ncu --profile-from-start off --cache-control none --clock-control none --metrics gpu__time_duration.sum --csv \
+          .carry/bench_decode --contexts 4096 \
           --batches $b --profile > "$logs/ncu-step-b$b.csv" 2> "$logs/ncu-step-b$b.err"
         add "ncu step batch $b" "rc=$? $(grep -c gpu__time_duration "$logs/ncu-step-b$b.csv") kernels"
       done ;;
