@@ -7,10 +7,10 @@
 //   hyper_partial   many blocks, each a slice of 64 columns of every stream: first (optionally) places the
 //                   previous sub-layer's output, X'[k] = post_k · y + Σ_j comb[j, k] X[j] with the previous
 //                   site's post/comb, then writes its slice's partial μ and Σ z²;
-//   hyper_finish    one block per token: sums the partials, computes pre/post/comb (Sinkhorn, one thread —
-//                   n_hc² ≤ 16 entries), stores them for the next expand, collapses u = Σ_i pre_i X[i] and
-//                   applies the sub-layer's RMSNorm. The head hyper-connection (§4.3) is the same with
-//                   `head`: pre only, and the final norm.
+//   hyper_finish    one block per token: sums the partials; warp 0 computes pre/post/comb (Sinkhorn across
+//                   its lanes) and stores them for the next expand, while the other warps collapse
+//                   u = Σ_i pre_i X[i] and apply the sub-layer's RMSNorm. The head hyper-connection (§4.3)
+//                   is the same with `head`: pre only, and the final norm.
 // Streams X are float32 [tokens, n_hc·D], stream-major per token. The mix state of a token is
 // [pre (n_hc) | post (n_hc) | comb (n_hc²)].
 #pragma once
@@ -191,7 +191,7 @@ __device__ inline float sinkhorn_lanes(float v, int n, int iters, float eps) {
 
 static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
   enter();
-  extern __shared__ __align__(16) float smem[];  // scratch [33] | mu [mix + 1] | state [mix_state_size] | u [D]
+  extern __shared__ __align__(16) float smem[];  // scratch [33] | mu [mix + 1] | state [mix_state_size] | u [D] | pre [hc]
   int const hc = p.hc, mix = p.head ? hc : (2 + hc) * hc, ms = mix_state_size(hc);
   float* scratch = smem;
   float* mu = scratch + 33;
@@ -206,42 +206,49 @@ static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
     mu[r] = s;
   }
   __syncthreads();
-  if (tid < 32) {  // the first warp turns the sums into pre, post and comb
-    auto const rho = static_cast<float>(1.0 / sqrt(static_cast<double>(mu[mix]) / static_cast<double>(hc * D) + p.rms_eps));
-    auto const eps = static_cast<float>(p.hc_eps);
-    float* pre = state;
+  auto const rho = static_cast<float>(1.0 / sqrt(static_cast<double>(mu[mix]) / static_cast<double>(hc * D) + p.rms_eps));
+  auto const eps = static_cast<float>(p.hc_eps);
+  auto pre = [&](int i) { return sigmoid(mu[i] * rho * p.scale[0] + p.base[i]) + eps; };
+  int const warp = tid / 32, lane = tid % 32;
+  if (warp == 0) {
+    // Warp 0: the next site's mixing state (pre, post and the Sinkhorn-projected comb). The collapse needs
+    // only pre, so the other warps run it meanwhile instead of waiting for the Sinkhorn chain at a barrier.
+    if (p.head) return;
     float* post = state + hc;
     float* comb = state + 2 * hc;
-    for (int i = tid; i < hc; i += 32) pre[i] = sigmoid(mu[i] * rho * p.scale[0] + p.base[i]) + eps;
-    if (!p.head) {
-      for (int i = tid; i < hc; i += 32) post[i] = 2.0f * sigmoid(mu[hc + i] * rho * p.scale[1] + p.base[hc + i]);
-      auto logit = [&](int i) { return mu[2 * hc + i] * rho * p.scale[2] + p.base[2 * hc + i]; };
-      if (hc * hc <= 32) {
-        float const v = sinkhorn_lanes(tid < hc * hc ? logit(tid) : 0.0f, hc, p.sinkhorn_iters, eps);
-        if (tid < hc * hc) comb[tid] = v;
-      } else if (tid == 0) {
-        for (int i = 0; i < hc * hc; ++i) comb[i] = logit(i);
-        sinkhorn(comb, hc, p.sinkhorn_iters, eps);
-      }
-      __syncwarp();
-      for (int i = tid; i < ms; i += 32) p.mix_state[t * ms + i] = state[i];
+    for (int i = lane; i < hc; i += 32) state[i] = pre(i), post[i] = 2.0f * sigmoid(mu[hc + i] * rho * p.scale[1] + p.base[hc + i]);
+    auto logit = [&](int i) { return mu[2 * hc + i] * rho * p.scale[2] + p.base[2 * hc + i]; };
+    if (hc * hc <= 32) {
+      float const v = sinkhorn_lanes(lane < hc * hc ? logit(lane) : 0.0f, hc, p.sinkhorn_iters, eps);
+      if (lane < hc * hc) comb[lane] = v;
+    } else if (lane == 0) {
+      for (int i = 0; i < hc * hc; ++i) comb[i] = logit(i);
+      sinkhorn(comb, hc, p.sinkhorn_iters, eps);
     }
+    __syncwarp();
+    for (int i = lane; i < ms; i += 32) p.mix_state[t * ms + i] = state[i];
+    return;
   }
-  __syncthreads();
-  // The collapse and the norm in batches of kHyperBatch columns per thread: every load of a batch is issued
-  // before its results are stored (the stores could alias the loads for all the compiler knows, which
-  // serialised one load latency per column); the sums keep the column order.
+  // Warps 1 …: the collapse u = Σ_i pre_i · x_i, its RMS norm and the output, synchronised among themselves
+  // (named barrier 1). In batches of kHyperBatch columns per thread: every load of a batch is issued before
+  // its results are stored (the stores could alias the loads for all the compiler knows, which serialised
+  // one load latency per column); the sums keep the column order.
+  int const threads = static_cast<int>(blockDim.x) - 32, ct = tid - 32;
+  auto const sync = [threads] { asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory"); };
+  float* weights = u + D;  // [hc] pre
+  if (warp == 1 && lane < hc) weights[lane] = pre(lane);
+  sync();
   float const* x = p.x + t * hc * D;
   float ss = 0.0f;
-  std::int64_t const step = blockDim.x;
-  for (std::int64_t e0 = tid; e0 < D; e0 += kHyperBatch * step) {
+  std::int64_t const step = threads;
+  for (std::int64_t e0 = ct; e0 < D; e0 += kHyperBatch * step) {
     float v[kHyperBatch] = {};
     for (int i = 0; i < hc; ++i) {
       float xs[kHyperBatch];
 #pragma unroll
       for (int b = 0; b < kHyperBatch; ++b) xs[b] = e0 + b * step < D ? x[i * D + e0 + b * step] : 0.0f;
 #pragma unroll
-      for (int b = 0; b < kHyperBatch; ++b) v[b] += state[i] * xs[b];
+      for (int b = 0; b < kHyperBatch; ++b) v[b] += weights[i] * xs[b];
     }
 #pragma unroll
     for (int b = 0; b < kHyperBatch; ++b)
@@ -250,10 +257,14 @@ static __global__ void hyper_finish_kernel(HyperFinishArguments const p) {
         ss += v[b] * v[b];
       }
   }
-  ss = block_sum(ss, scratch);
-  auto const r = static_cast<float>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(D) + p.rms_eps));
+  ss = warp_sum(ss);
+  if (lane == 0) scratch[warp] = ss;
+  sync();  // the warps' sums and every u are written
+  float total = 0.0f;
+  for (int w = 1; w <= threads / 32; ++w) total += scratch[w];
+  auto const r = static_cast<float>(1.0 / sqrt(static_cast<double>(total) / static_cast<double>(D) + p.rms_eps));
   float* out = p.out + blockIdx.x * D;
-  for (std::int64_t e0 = tid; e0 < D; e0 += kHyperBatch * step) {
+  for (std::int64_t e0 = ct; e0 < D; e0 += kHyperBatch * step) {
     float w[kHyperBatch];
 #pragma unroll
     for (int b = 0; b < kHyperBatch; ++b) w[b] = e0 + b * step < D ? p.norm[e0 + b * step] : 0.0f;
@@ -289,7 +300,8 @@ inline Status hyper_finish(HyperFinishArguments const& a) {
   if (!a.head && !a.mix_state) return Status::failure(errc::invalid_argument, "hyper_finish (CUDA): a sub-layer site needs the mix state");
   if (a.count == 0) return Status::success();
   int const mix = a.head ? a.hc : (2 + a.hc) * a.hc;
-  std::size_t const smem = (33 + static_cast<std::size_t>(mix + 1) + mix_state_size(a.hc) + static_cast<std::size_t>(a.hidden)) * sizeof(float);
+  std::size_t const smem =
+      (33 + static_cast<std::size_t>(mix + 1) + mix_state_size(a.hc) + static_cast<std::size_t>(a.hidden + a.hc)) * sizeof(float);
   if (smem > 48 * 1024) return Status::failure(errc::unsupported, "hyper_finish (CUDA): hidden size ", a.hidden);
   return detail::launch("deepseek_v4 hyper_finish_kernel", a.overlap, detail::hyper_finish_kernel, dim3(static_cast<unsigned>(a.count)),
                         256, smem, a.stream, a);
