@@ -451,7 +451,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
   // sequence (`batched`: token s is sequence s's). Logits for tokens [first, tokens).
   struct Pass {
     std::int64_t tokens = 0, first = 0;
-    index_t sequence = 0;  // the chunk's
+    index_t sequence = 0;  // the chunk's; 0 for a batch
     bool batched = false;
   };
 
@@ -462,9 +462,9 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
     std::int64_t const S = pass.tokens, first = pass.first;
     std::int64_t const D = c.hidden_size, H = c.num_attention_heads, d = c.head_dim, hc = c.hc_mult;
     // Where the tokens' positions are read: a chunk's token s at position[sequence] + s, a batch's token s
-    // (sequence s's) at position[s].
+    // (sequence s's) at position[s] (a batch's pass has sequence 0).
     std::int64_t* const positions = w.position.data();
-    std::int64_t const* pos = pass.batched ? positions : positions + pass.sequence;
+    std::int64_t const* const pos = positions + pass.sequence;
     bool const pdl = options_.overlap;
     auto check = [](Status const& s) { s.throw_if_error(); };
     // y = x · Wᵀ for the tokens of the chunk (a: weights, shapes and buffers; the launch settings are added).
@@ -546,9 +546,8 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       // token s reads), and once for all the sequences of a batch (`sequences` = S: sequence b's token is row
       // b of the activations, its cache slice b of the layer's buffers).
       struct Tokens {
-        std::int64_t sequence;     // the first sequence
-        std::int64_t const* pos;   // its position
-        std::int64_t token;        // row of the first token in the activations, and its offset from *pos
+        std::int64_t sequence;  // the first sequence (its position: positions[sequence])
+        std::int64_t token;     // row of the first token in the activations, and its offset from that position
         int sequences;
       };
       auto& kc = cache_[static_cast<std::size_t>(l)];
@@ -556,7 +555,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       // The cache update of the tokens, and on CSA layers their index scores.
       auto update = [&](Tokens const& t) {
         cuda::KvStepArguments<T> kv;
-        kv.position = t.pos;
+        kv.position = positions + t.sequence;
         kv.token = t.token;
         kv.sequences = t.sequences;
         kv.latent = w.latent.data();
@@ -598,7 +597,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
             .heads = static_cast<int>(c.index_n_heads),
             .dim = static_cast<int>(c.index_head_dim),
             .ratio = ix.ratio,
-            .position = t.pos,
+            .position = positions + t.sequence,
             .token = t.token,
             .scores = scores_[static_cast<std::size_t>(l)].data() + t.sequence * score_rows,
             .stream = st,
@@ -640,7 +639,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         at.scale = static_cast<float>(1.0 / std::sqrt(double(d)));
         at.heads = static_cast<int>(H);
         at.dim = static_cast<int>(d);
-        at.position = t.pos;
+        at.position = positions + t.sequence;
         at.token = t.token;
         at.splits = cuda::attention_splits(rows_per_token(l));
         at.partial_o = w.attn_o.data();
@@ -654,12 +653,12 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
         check(cuda::attention<T>(at));
       };
       if (pass.batched) {
-        Tokens const all{0, positions, 0, static_cast<int>(S)};
+        Tokens const all{0, 0, static_cast<int>(S)};
         update(all);
         attend(all);
       } else {
         for (std::int64_t s = 0; s < S; ++s) {
-          Tokens const one{pass.sequence, pos, s, 1};
+          Tokens const one{pass.sequence, s, 1};
           update(one);
           attend(one);
         }
@@ -696,7 +695,7 @@ class Decoder<::flashmemory::cuda::BasicBackend<Storage>, Kv> {
       linear({weights_.head.data(), c.vocab_size, D, w.head_in.data(), D, n, 0, 0, w.logits.data(), c.vocab_size});
     }
     check(cuda::detail::launch("deepseek_v4 advance_position_kernel", pdl, cuda::detail::advance_position_kernel, dim3(1), dim3(1), 0, st,
-                               positions + (pass.batched ? 0 : pass.sequence), pass.batched ? S : 1, pass.batched ? 1 : S));
+                               positions + pass.sequence, pass.batched ? S : 1, pass.batched ? 1 : S));
   }
 
   static cuda::DeviceRope device_rope(DeviceBuffer<float> const& inv_freq, float scale) {
