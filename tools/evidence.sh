@@ -12,7 +12,8 @@
 # Settings (environment): FM_DSV4 (the fm-dsv4 binary; default build/examples/fm-dsv4), CHECKPOINT (default
 # tools/runs/backbone/final), JOBS (parallel processes; default: the cores), PYTHON (for train_indexer.py: torch
 # and safetensors), EVAL_LENGTHS / EVAL_ITEMS, DUMP_LENGTHS / DUMP_ITEMS, BUDGET, PAGE, DEADLINE (seconds each
-# parallel stage may take; unfinished shards keep what they wrote), TRAIN_ARGS (extra train_indexer.py flags).
+# parallel stage may take; unfinished shards keep what they wrote), LABELS (fm-dsv4 flags of the golden-label
+# filter, for the dumps and the oracle, e.g. "--nucleus-p 0.6 --votes 1"), TRAIN_ARGS (extra train_indexer.py flags).
 set -euo pipefail
 out=${1:?usage: bash tools/evidence.sh OUT [tasks dump train eval table]}
 shift
@@ -29,6 +30,7 @@ dump_items=${DUMP_ITEMS:-60}
 budget=${BUDGET:-0.125}
 page=${PAGE:-16}
 deadline=${DEADLINE:-100000}
+labels=${LABELS:-}
 mkdir -p "$out"
 
 # Runs the function "$1 k" for every shard k in parallel, each stopped at the deadline; fails if one fails
@@ -47,13 +49,13 @@ sharded() {
   done
   return $status
 }
-dump_shard() { "$fm" "$checkpoint" --dump "$out/dumps" --tasks "$out/documents" --shard "$1/$jobs"; }
+dump_shard() { "$fm" "$checkpoint" --dump "$out/dumps" --tasks "$out/documents" --shard "$1/$jobs" $labels; }
 eval_shard() {
   "$fm" "$checkpoint" --eval "$out/heldout" --indexer "$out/indexer.safetensors" --budget "$budget" --page "$page" \
-    --out "$out/eval.$1.jsonl" --shard "$1/$jobs"
+    --out "$out/eval.$1.jsonl" --shard "$1/$jobs" $labels
 }
 export -f dump_shard eval_shard
-export fm checkpoint out jobs budget page
+export fm checkpoint out jobs budget page labels
 
 for stage in $stages; do
   start=$(date +%s)

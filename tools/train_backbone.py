@@ -599,6 +599,8 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="run folder: final/, state/, *.csv")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/state if present")
+    ap.add_argument("--init", type=Path, help="start from this exported checkpoint's weights (fine-tuning: new "
+                    "optimizer, step 0 of --stages); its architecture, --index-topk may differ")
     ap.add_argument("--max-minutes", type=float, default=9.0, help="wall-clock budget of this command")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="backbone")
     ap.add_argument("--seed", type=int, default=0)
@@ -657,8 +659,13 @@ def main() -> int:
     resuming = args.resume and (state_dir / "trainer.json").exists() and (final_dir / "config.json").exists()
     if state_dir.exists() and not resuming:
         raise SystemExit(f"{state_dir} exists: pass --resume to continue it, or choose another --out")
-    model = load_export(final_dir, device) if resuming else build_model(make_config(args.preset, args.index_topk),
-                                                                         args.seed).to(device)
+    if resuming:
+        model = load_export(final_dir, device)
+    elif args.init:
+        model = load_export(args.init, device)
+        model.config.index_topk = args.index_topk
+    else:
+        model = build_model(make_config(args.preset, args.index_topk), args.seed).to(device)
     optimizer = make_optimizer(model, args)
     trainer = {"step": 0, "seconds": 0.0, "commands": []}
     if resuming:
@@ -666,6 +673,8 @@ def main() -> int:
         print(f"resumed from {final_dir} and {state_dir} at step {trainer['step']}")
     step, seconds_before = trainer["step"], trainer["seconds"]
     trainer["commands"].append({"start_step": step, "argv": sys.argv[1:]})
+    if args.init and not resuming:
+        trainer["init"] = str(args.init)
 
     rel = check_blocked_attention(model, device)
     print(f"blocked vs eager attention: max relative logit difference {rel:.2e}")
