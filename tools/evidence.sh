@@ -13,7 +13,7 @@
 # tools/runs/backbone/final), JOBS (parallel processes; default: the cores), PYTHON (for train_indexer.py: torch
 # and safetensors), EVAL_LENGTHS / EVAL_ITEMS, DUMP_LENGTHS / DUMP_ITEMS, BUDGET, PAGE, DEADLINE (seconds each
 # parallel stage may take; unfinished shards keep what they wrote), LABELS (fm-dsv4 flags of the golden-label
-# filter, for the dumps and the oracle, e.g. "--nucleus-p 0.6 --votes 1"), TRAIN_ARGS (extra train_indexer.py flags).
+# filter, for the dumps and the oracle; default "--nucleus-p 0.1 --votes 1"), TRAIN_ARGS (extra train_indexer.py flags).
 set -euo pipefail
 out=${1:?usage: bash tools/evidence.sh OUT [tasks dump train eval table]}
 shift
@@ -28,9 +28,11 @@ eval_items=${EVAL_ITEMS:-100}
 dump_lengths=${DUMP_LENGTHS:-1024,2048}
 dump_items=${DUMP_ITEMS:-60}
 budget=${BUDGET:-0.125}
-page=${PAGE:-16}
+page=${PAGE:-8}
 deadline=${DEADLINE:-100000}
-labels=${LABELS:-}
+# The golden-label filter (dumps and oracle) chosen for the committed top-16 backbone: each layer's best chunk,
+# one layer voting (docs/results.md, "Choosing the golden-label filter").
+labels=${LABELS:---nucleus-p 0.1 --votes 1}
 mkdir -p "$out"
 
 # Runs the function "$1 k" for every shard k in parallel, each stopped at the deadline; fails if one fails

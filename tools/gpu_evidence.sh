@@ -11,15 +11,13 @@
 #              ITEMS (default 100) items per task and length, DEADLINE (default 540) seconds
 #
 #   tools/gpu_evidence.sh STAGE
-# Settings shared with tools/evidence.sh: PAGE (default 8), BUDGET (default 0.125), LABELS (default
-# "--nucleus-p 0.6 --votes 1": the golden-label filter of the dumps and of the oracle).
+# Settings are tools/evidence.sh's (PAGE, BUDGET, LABELS, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-$PWD/gpu-evidence}
 mkdir -p "$out"
 py=$(command -v python3)
-export PYTHON=$py FM_DSV4=$PWD/.carry/fm-dsv4 JOBS=$(nproc) PAGE=${PAGE:-8} BUDGET=${BUDGET:-0.125}
-export LABELS=${LABELS:---nucleus-p 0.6 --votes 1}
+export PYTHON=$py FM_DSV4=$PWD/.carry/fm-dsv4 JOBS=$(nproc)
 work=/tmp/evidence
 case ${1:?usage: tools/gpu_evidence.sh backbone|indexer|eval} in
   backbone)
@@ -38,7 +36,7 @@ case ${1:?usage: tools/gpu_evidence.sh backbone|indexer|eval} in
     mkdir -p "$work" && cp tools/runs/indexer/indexer.safetensors "$work/"
     EVAL_LENGTHS=${EVAL_LENGTHS:-2048} EVAL_ITEMS=${ITEMS:-100} DEADLINE=${DEADLINE:-540} \
       bash tools/evidence.sh "$work" tasks eval table 2>&1 | tee "$out/eval.txt" | tail -30
-    gzip -c "$work/eval.jsonl" > "$out/eval-${EVAL_LENGTHS:-2048}.jsonl.gz"
+    gzip -c "$work/eval.jsonl" > "$out/eval.jsonl.gz"  # (no comma in names that come back)
     cp "$work/table.md" "$out/" ;;
   *) echo "unknown stage $1 (backbone indexer eval)"; exit 2 ;;
 esac
