@@ -24,8 +24,8 @@ for tool in memcheck racecheck; do
 done
 
 echo "== 2. generation at 4096 tokens, full attention vs LSA"
-for args in "" "--lsa memory --indexer $indexer --policy densest --budget 0.125 --page 16" \
-            "--lsa recency --budget 0.125 --page 16" "--lsa minmax --budget 0.125 --page 16"; do
+for args in "" "--lsa memory --indexer $indexer --policy densest --budget 0.125 --page 8" \
+            "--lsa recency --budget 0.125 --page 8" "--lsa minmax --budget 0.125 --page 8"; do
   echo "-- fm-dsv4 --device cuda --prompt-len 4032 --max-new-tokens 64 $args"
   # shellcheck disable=SC2086
   timeout 120 "$bin/fm-dsv4" $ck --device cuda --prompt-len 4032 --max-new-tokens 64 $args 2>&1 |
@@ -37,7 +37,7 @@ echo "== 3. eval of the held-out items"
 shards=${EVAL_SHARDS:-1}
 for k in $(seq 0 $((shards - 1))); do
   timeout "${EVAL_SECONDS:-300}" "$bin/fm-dsv4" $ck --eval /tmp/heldout --device cuda --indexer "$indexer" --budget 0.125 \
-    --page 16 --shard "$k/$shards" --out "$out/eval-cuda.$k.jsonl" > "$out/eval.$k.txt" 2>&1 &
+    --page 8 --nucleus-p 0.1 --votes 1 --shard "$k/$shards" --out "$out/eval-cuda.$k.jsonl" > "$out/eval.$k.txt" 2>&1 &
 done
 wait
 for k in $(seq 0 $((shards - 1))); do tr '\r' '\n' < "$out/eval.$k.txt" | tail -1; done | tee "$out/eval.txt"
