@@ -19,6 +19,7 @@ transformers and in the C++ decoder. What this script adds around it:
 
     python3 tools/train_backbone.py --out out/backbone --max-minutes 9 [--resume] [--eval-tasks out/tasks]
     python3 tools/train_backbone.py --out out/backbone --eval-only --eval-tasks out/tasks
+    python3 tools/train_backbone.py --out out/finetuned --init out/backbone/final --index-topk 16 --stages 2048x16:1300s
 """
 
 from __future__ import annotations
@@ -599,8 +600,8 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="run folder: final/, state/, *.csv")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/state if present")
-    ap.add_argument("--init", type=Path, help="start from this exported checkpoint's weights (fine-tuning: new "
-                    "optimizer, step 0 of --stages); its architecture, --index-topk may differ")
+    ap.add_argument("--init", type=Path, help="fine-tune this exported checkpoint: its weights, a new optimizer, "
+                    "step 0 of --stages, and --index-topk in place of its index_topk")
     ap.add_argument("--max-minutes", type=float, default=9.0, help="wall-clock budget of this command")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="backbone")
     ap.add_argument("--seed", type=int, default=0)
@@ -663,7 +664,6 @@ def main() -> int:
         model = load_export(final_dir, device)
     elif args.init:
         model = load_export(args.init, device)
-        model.config.index_topk = args.index_topk
     else:
         model = build_model(make_config(args.preset, args.index_topk), args.seed).to(device)
     optimizer = make_optimizer(model, args)
