@@ -3,8 +3,10 @@
 # under 10 minutes; fm-dsv4 is built here (any build: --dump and --eval run the float32 host reference on the
 # machine's 16 cores) and carried in .carry/. Results go to $OUT (at most 8 files).
 #
-#   backbone   fine-tunes tools/runs/backbone/final into out/backbone with a smaller index_topk (INDEX_TOPK,
-#              default 16) on the GPU, then scores it on held-out items at 512..8192 tokens (transformers)
+#   backbone   fine-tunes INIT (default tools/runs/backbone/final) into out/backbone with a smaller index_topk
+#              (INDEX_TOPK, default 16) on the GPU, then scores it on held-out items at 512..8192 tokens
+#              (transformers). The committed checkpoint came from the pretrained one of commit 20f3a0f:
+#              git archive 20f3a0f tools/runs/backbone/final | tar -x -C /tmp, then INIT=/tmp/tools/runs/backbone/final
 #   indexer    held-out and training documents, the dumps of the committed backbone, and the Memory Indexer
 #              trained on them (tools/evidence.sh tasks dump train)
 #   eval       tools/evidence.sh eval of EVAL_LENGTHS (default 2048) with the committed backbone and indexer;
@@ -22,7 +24,7 @@ work=/tmp/evidence
 case ${1:?usage: tools/gpu_evidence.sh backbone|indexer|eval} in
   backbone)
     "$py" tools/make_tasks.py generate --out /tmp/tasks --lengths 512,1024,2048,4096,8192 --items 50 >/dev/null
-    PYTHONUNBUFFERED=1 "$py" tools/train_backbone.py --out out/backbone --init tools/runs/backbone/final \
+    PYTHONUNBUFFERED=1 "$py" tools/train_backbone.py --out out/backbone --init "${INIT:-tools/runs/backbone/final}" \
       --index-topk "${INDEX_TOPK:-16}" --stages "${STAGES:-2048x16:1300s}" --lr 5e-4 --warmup 50 \
       --mix "${MIX:-mqar=2,kv_distract=2,niah_multikey=1,variable_tracking=3,niah_multivalue=3,niah_single=0.5}" \
       --max-minutes "${MINUTES:-9.2}" --eval-tasks /tmp/tasks --eval-items 50 --eval-minutes 2 --pack "$out" 2>&1 |
