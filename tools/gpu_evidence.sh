@@ -10,7 +10,8 @@
 #   indexer    held-out and training documents, the dumps of the committed backbone, and the Memory Indexer
 #              trained on them (tools/evidence.sh tasks dump train)
 #   eval       tools/evidence.sh eval of EVAL_LENGTHS (default 2048) with the committed backbone and indexer;
-#              ITEMS (default 100) items per task and length, DEADLINE (default 540) seconds
+#              ITEMS (default 100) items per task and length, DEADLINE (default 540) seconds; HELDOUT=DIR
+#              evaluates that task folder instead (e.g. the items another machine has not reached, carried)
 #
 #   tools/gpu_evidence.sh STAGE
 # Settings are tools/evidence.sh's (PAGE, BUDGET, LABELS, ...).
@@ -36,8 +37,10 @@ case ${1:?usage: tools/gpu_evidence.sh backbone|indexer|eval} in
     cat "$work"/dumps/manifest.*.json | grep -E '"(mean_positives_per_sample|positive_fraction)"' | head -4 ;;
   eval)
     mkdir -p "$work" && cp tools/runs/indexer/indexer.safetensors "$work/"
+    stages="tasks eval table"
+    if [ -n "${HELDOUT:-}" ]; then rm -rf "$work/heldout"; cp -r "$HELDOUT" "$work/heldout"; stages="eval table"; fi
     EVAL_LENGTHS=${EVAL_LENGTHS:-2048} EVAL_ITEMS=${ITEMS:-100} DEADLINE=${DEADLINE:-540} \
-      bash tools/evidence.sh "$work" tasks eval table 2>&1 | tee "$out/eval.txt" | tail -30
+      bash tools/evidence.sh "$work" $stages 2>&1 | tee "$out/eval.txt" | tail -30
     gzip -c "$work/eval.jsonl" > "$out/eval.jsonl.gz"  # (no comma in names that come back)
     cp "$work/table.md" "$out/" ;;
   *) echo "unknown stage $1 (backbone indexer eval)"; exit 2 ;;
