@@ -124,6 +124,14 @@ def markdown(table: dict) -> str:
         tps = m["mean_decode_tokens_per_s"]
         lines.append("| " + " | ".join([m["name"], *acc, percent(m["mean_accuracy"]), percent(m["mean_resident_fraction"]),
                                          human_bytes(m["mean_gpu_kv_bytes"]), "–" if tps is None else f"{tps:.1f}"]) + " |")
+    lengths = sorted({p["length"] for m in table["modes"] for p in m["points"]})
+    lines += ["", "### Per length (mean over the tasks, %; resident CSA KV, %)", "",
+              "| mode | " + " | ".join(f"{n} mean | {n} resident" for n in lengths) + " |",
+              "|---|" + "---:|" * (2 * len(lengths))]
+    for m in table["modes"]:
+        at = {p["length"]: p for p in m["points"]}
+        values = [percent(at[n][key]) if n in at else "–" for n in lengths for key in ("accuracy", "resident_fraction")]
+        lines.append("| " + " | ".join([m["name"], *values]) + " |")
     lines += ["", "### Items per cell", "", "| " + " | ".join(["mode", *cols]) + " |", "|---|" + "---:|" * len(cols)]
     for m in table["modes"]:
         lines.append("| " + " | ".join([m["name"], *(str(m["cells"][c]["n"]) if c in m["cells"] else "0" for c in cols)]) + " |")

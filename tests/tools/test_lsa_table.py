@@ -106,10 +106,13 @@ class OutputTest(unittest.TestCase):
         text = lsa_table.markdown(self.table)
         rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| mode")]
         names = [lsa_table.MODES.get(m, m) for m in ORDER]
-        self.assertEqual([r.split(" | ")[0][2:] for r in rows], names + names)  # accuracy table, then items per cell
+        # The accuracy table, the per-length means, then the items per cell.
+        self.assertEqual([r.split(" | ")[0][2:] for r in rows], names * 3)
         self.assertEqual(rows[1], "| LSA (Memory Indexer, threshold) | 75.0 | 50.0 | 100.0 | 25.0 | 62.5 | 15.0 "
                                   "| 614.40 KiB | 101.5 |")
         self.assertEqual(rows[4], "| sticky&wide | – | – | 50.0 | – | 50.0 | 10.0 | 409.60 KiB | 101.5 |")
+        self.assertEqual(rows[6], "| LSA (Memory Indexer, threshold) | 87.5 | 10.0 | 37.5 | 20.0 |")
+        self.assertEqual(rows[9], "| sticky&wide | 50.0 | 10.0 | – | – |")
         self.assertEqual(rows[-1], "| sticky&wide | 0 | 0 | 4 | 0 |")
 
     def test_svg_is_well_formed(self):
