@@ -29,6 +29,17 @@ def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def item_counts(text: str) -> dict[str, int]:
+    """'N' or 'N,task=M,...': N items per task and length, M for the tasks named ('' is the default)."""
+    counts = {}
+    for part in (x for x in text.split(",") if x):
+        task, _, n = part.rpartition("=")
+        if task and task not in FAMILIES:
+            raise argparse.ArgumentTypeError(f"unknown task '{task}' (tasks: {', '.join(FAMILIES)})")
+        counts[task] = int(n)
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,7 +49,8 @@ def main() -> int:
     gen.add_argument("--tasks", default=",".join(FAMILIES), help="comma-separated families")
     gen.add_argument("--lengths", type=int_list, default=[512, 1024, 2048, 4096, 8192, 16384],
                      help="prompt lengths in tokens")
-    gen.add_argument("--items", type=int, default=100, help="items per task and length")
+    gen.add_argument("--items", type=item_counts, default={"": 100},
+                     help="items per task and length: N, or N,task=M,... to give some tasks more (or fewer)")
     gen.add_argument("--seed", type=int, default=HELDOUT_SEED)
     gen.add_argument("--split", default="heldout", help="a name recorded in the manifest")
 
@@ -50,9 +62,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "generate":
         tasks = [t for t in args.tasks.split(",") if t]
+        items = {t: args.items.get(t, args.items.get("", 100)) for t in tasks}
         manifest = write_tasks(args.out, split=args.split, seed=args.seed, tasks=tasks, lengths=args.lengths,
-                               items=args.items)
-        print(f"wrote {len(manifest['files'])} files x {args.items} items under {args.out}")
+                               items=items)
+        print(f"wrote {len(manifest['files'])} files, {sum(f['items'] for f in manifest['files'])} items under {args.out}")
         return 0
 
     rows = score(args.tasks, read_items(args.predictions))

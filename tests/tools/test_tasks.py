@@ -151,11 +151,12 @@ class FilesTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "tasks"
             subprocess.run([sys.executable, str(TOOLS / "make_tasks.py"), "generate", "--out", str(root),
-                            "--lengths", "512,1024", "--items", "5", "--tasks", "mqar,variable_tracking"],
-                           check=True, capture_output=True)
+                            "--lengths", "512,1024", "--items", "5,variable_tracking=2", "--tasks",
+                            "mqar,variable_tracking"], check=True, capture_output=True)
             manifest = read_manifest(root)
             self.assertEqual(manifest["vocab_size"], VOCAB_SIZE)
-            self.assertEqual(len(manifest["files"]), 4)
+            self.assertEqual([(f["task"], f["items"]) for f in manifest["files"]],
+                             [("mqar", 5), ("mqar", 5), ("variable_tracking", 2), ("variable_tracking", 2)])
             predictions = []
             for entry in manifest["files"]:
                 items = list(read_items(root / entry["path"]))
@@ -184,6 +185,11 @@ class FilesTest(unittest.TestCase):
 
             with self.assertRaises(ValueError):
                 score(root, [{"id": "mqar/512/99", "generated": []}])
+
+            bad = subprocess.run([sys.executable, str(TOOLS / "make_tasks.py"), "generate", "--out", str(root),
+                                  "--items", "5,mqr=3"], capture_output=True, text=True)
+            self.assertNotEqual(bad.returncode, 0)
+            self.assertIn("unknown task 'mqr'", bad.stderr)
 
 
 if __name__ == "__main__":

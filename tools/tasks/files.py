@@ -6,7 +6,7 @@ docs/training.md specifies the format; the C++ evaluator reads the same files.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .families import generate
@@ -20,15 +20,17 @@ def item_seed(seed: int, task: str, length: int, index: int) -> int:
     return derive_seed(seed, task, length, index)
 
 
-def write_tasks(out: Path, *, split: str, seed: int, tasks: Sequence[str], lengths: Sequence[int], items: int) -> dict:
-    """Generates every (task, length) file under `out` and writes out/manifest.json; returns the manifest."""
+def write_tasks(out: Path, *, split: str, seed: int, tasks: Sequence[str], lengths: Sequence[int],
+                items: int | Mapping[str, int]) -> dict:
+    """Generates every (task, length) file under `out` (`items` per file, or per task) and writes
+    out/manifest.json; returns the manifest. Item k of a file is the same whatever the count."""
     files = []
     for task in tasks:
         for length in lengths:
             rel = Path(task) / f"{length}.jsonl"
             (out / task).mkdir(parents=True, exist_ok=True)
             with open(out / rel, "w") as f:
-                for index in range(items):
+                for index in range(items[task] if isinstance(items, Mapping) else items):
                     item = generate(task, item_seed(seed, task, length, index), length)
                     line = {
                         "id": f"{task}/{length}/{index}",
@@ -39,7 +41,8 @@ def write_tasks(out: Path, *, split: str, seed: int, tasks: Sequence[str], lengt
                         "meta": item.meta,
                     }
                     f.write(json.dumps(line, separators=(",", ":")) + "\n")
-            files.append({"task": task, "length": length, "path": rel.as_posix(), "items": items})
+            files.append({"task": task, "length": length, "path": rel.as_posix(),
+                          "items": items[task] if isinstance(items, Mapping) else items})
     manifest = {
         "format": FORMAT,
         "vocab_size": VOCAB_SIZE,
