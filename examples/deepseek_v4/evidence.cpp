@@ -137,13 +137,16 @@ void dump_labels(v4::Config const& config, v4::Weights weights, DumpSettings con
     }
     auto const S = static_cast<index_t>(positions.size());
     index_t const N = model.kv().inner().entries(0).mirror.num_chunks();
-    std::vector<std::uint8_t> labels(static_cast<std::size_t>(S * N), 0);
-    for (index_t k = 0; k < S; ++k) {
-      auto window = model.kv().golden_window(positions[static_cast<std::size_t>(k)], s.tau, chunks[static_cast<std::size_t>(k)]);
-      std::copy(window.begin(), window.end(), labels.begin() + k * N);
-      positives += static_cast<double>(std::count(window.begin(), window.end(), 1));
-      candidates += static_cast<double>(window.size());
-    }
+    // labels: the golden union (θ votes); layer_labels[l]: CSA layer l's own nucleus (its tower's target).
+    std::vector<std::vector<std::uint8_t>> layer_labels(static_cast<std::size_t>(csa + 1), std::vector<std::uint8_t>(static_cast<std::size_t>(S * N), 0));
+    for (index_t l = -1; l < csa; ++l)
+      for (index_t k = 0; k < S; ++k) {
+        auto window = model.kv().golden_window(positions[static_cast<std::size_t>(k)], s.tau, chunks[static_cast<std::size_t>(k)], l);
+        std::copy(window.begin(), window.end(), layer_labels[static_cast<std::size_t>(l + 1)].begin() + k * N);
+        if (l >= 0) continue;
+        positives += static_cast<double>(std::count(window.begin(), window.end(), 1));
+        candidates += static_cast<double>(window.size());
+      }
     samples_total += static_cast<double>(S);
 
     fm::io::SafetensorsWriter w;
@@ -155,15 +158,16 @@ void dump_labels(v4::Config const& config, v4::Weights weights, DumpSettings con
       auto const& mirror = model.kv().inner().keys(l).mirror;
       for (index_t c = 0; c < N; ++c) mirror.decode(c, std::span(keys).subspan(static_cast<std::size_t>(c * d), static_cast<std::size_t>(d)));
       add_tensor(w, "keys.l" + std::to_string(l), fm::dtype::f32, {N, d}, keys);
+      add_tensor(w, "labels.l" + std::to_string(l), fm::dtype::u8, {S, N}, layer_labels[static_cast<std::size_t>(l + 1)]);
     }
-    add_tensor(w, "labels", fm::dtype::u8, {S, N}, labels);
+    add_tensor(w, "labels", fm::dtype::u8, {S, N}, layer_labels[0]);
     std::string targets;
     for (index_t l : layers) {
       if (!targets.empty()) targets += ',';
       targets += std::to_string(l);
     }
     std::map<std::string, std::string> meta = {
-        {"schema", "flashmemory.dump.v1"},       {"id", item.id},
+        {"schema", "flashmemory.dump.v2"},       {"id", item.id},
         {"task", item.task},                     {"length", std::to_string(item.length)},
         {"prompt_tokens", std::to_string(item.prompt.size())},
         {"tau", std::to_string(s.tau)},
@@ -183,7 +187,7 @@ void dump_labels(v4::Config const& config, v4::Weights weights, DumpSettings con
                  static_cast<long long>(S), static_cast<long long>(N), std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::fprintf(stderr, "\n");
-  nlohmann::json manifest = {{"schema", "flashmemory.dump.v1"},
+  nlohmann::json manifest = {{"schema", "flashmemory.dump.v2"},
                              {"tau", s.tau},
                              {"nucleus_p", s.filter.nucleus_p},
                              {"votes", s.filter.votes},

@@ -365,5 +365,16 @@ TEST_CASE("golden labels: the nucleus of each layer's top-k votes, θ layers mus
     CHECK(trace.golden_window(0, 64, 4) == std::vector<std::uint8_t>{0, 0, 0, 1});
     CHECK(trace.golden_window(-1, 64, 3) == (votes == 1 ? std::vector<std::uint8_t>{1, 1, 1} : std::vector<std::uint8_t>{0, 1, 0}));
     CHECK(trace.golden_window(-1, 1, 4) == (votes == 1 ? std::vector<std::uint8_t>{1, 1, 1, 0} : std::vector<std::uint8_t>{0, 1, 0, 0}));
+    // Per layer: its own nucleus, whatever θ.
+    auto nucleus = [&](index_t layer, index_t token) {
+      auto n = trace.layer_golden(layer, token);
+      return std::vector<std::int32_t>(n.begin(), n.end());
+    };
+    CHECK(nucleus(0, 0) == std::vector<std::int32_t>{0, 1});
+    CHECK(nucleus(1, 0) == std::vector<std::int32_t>{1, 2});
+    CHECK(nucleus(1, 1) == std::vector<std::int32_t>{3});
+    CHECK(trace.golden_window(-1, 64, 4, 0) == std::vector<std::uint8_t>{1, 1, 0, 1});
+    CHECK(trace.golden_window(-1, 1, 4, 1) == std::vector<std::uint8_t>{0, 1, 1, 0});
+    CHECK_THROWS_WITH(trace.layer_golden(0, 2), Catch::Matchers::ContainsSubstring("no golden labels at position 2"));
   }
 }

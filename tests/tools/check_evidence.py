@@ -60,7 +60,7 @@ def main() -> int:
                          check=True, capture_output=True, text=True)
     print(run.stdout.strip())
     manifest = json.loads((dumps / "manifest.json").read_text())
-    assert manifest["schema"] == "flashmemory.dump.v1" and manifest["tau"] == 16
+    assert manifest["schema"] == "flashmemory.dump.v2" and manifest["tau"] == 16
     assert len(manifest["files"]) == 12, manifest["files"]
     items = {}
     for line in (tasks / "mqar/384.jsonl").read_text().splitlines() + (tasks / "niah_single/384.jsonl").read_text().splitlines():
@@ -68,7 +68,7 @@ def main() -> int:
         items[item["id"]] = item
     for entry in manifest["files"]:
         meta, t = read_safetensors(dumps / entry["path"])
-        assert meta["schema"] == "flashmemory.dump.v1" and meta["id"] == entry["id"]
+        assert meta["schema"] == "flashmemory.dump.v2" and meta["id"] == entry["id"]
         assert meta["target_layers"] == ",".join(str(i) for i in range(len(csa)))
         assert int(meta["hidden_size"]) == D and int(meta["index_head_dim"]) == d and int(meta["tau"]) == 16
         assert float(meta["nucleus_p"]) == 0.6 and int(meta["votes"]) == 2
@@ -88,6 +88,14 @@ def main() -> int:
         for s in range(S):
             assert not any(labels[s][chunks[s] :]), f"{entry['id']}: labels past the candidates of sample {s}"
         assert sum(1 for r in labels if any(r)) >= S - 1, entry["id"]  # a window after every sample holds a token
+        # Each CSA layer's own nucleus labels; a chunk golden with θ = 2 votes is in at least two of them.
+        per_layer = []
+        for layer in range(len(csa)):
+            assert t[f"labels.l{layer}"][:2] == ("U8", [S, N])
+            per_layer.append(rows(t[f"labels.l{layer}"][2], N))
+            assert not any(any(r[c:]) for r, c in zip(per_layer[-1], chunks)), f"{entry['id']}: layer {layer} past the candidates"
+        assert all(sum(p[s][c] for p in per_layer) >= 2 for s in range(S) for c in range(N) if labels[s][c]), entry["id"]
+        assert all(any(map(any, p)) for p in per_layer), f"{entry['id']}: a layer without labels"
         for layer in range(len(csa)):
             dtype, shape, keys = t[f"keys.l{layer}"]
             assert dtype == "F32" and shape == [N, d] and all(map(math.isfinite, keys)) and any(keys)

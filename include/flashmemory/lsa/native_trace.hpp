@@ -17,8 +17,10 @@
 // Golden labels (lsa.md §4), the Memory Indexer's training targets, are the filtered version, per token: in each
 // CSA layer the nucleus of the native top-k (softmax over its k scores, the smallest prefix holding mass p, at
 // least the best chunk) votes for its chunks; a chunk is golden at that token when ≥ θ layers vote for it.
-// golden(t, τ) is the union over the tokens t+1 … t+τ. The trace also keeps the Level-1 input each CSA layer
-// was last offered (the hidden states a dump writes next to the labels).
+// golden(t, τ) is the union over the tokens t+1 … t+τ. Per-layer labels are one layer's nucleus alone, without
+// the vote: the target of that layer's Memory Indexer tower, whose max over layers is then the union of θ = 1.
+// The trace also keeps the Level-1 input each CSA layer was last offered (the hidden states a dump writes next
+// to the labels).
 #pragma once
 
 #include <flashmemory/config.hpp>
@@ -73,7 +75,7 @@ class NativeTrace {
     pending_.insert(pending_.end(), s.chunks.begin(), s.chunks.end());
     if (static_cast<std::size_t>(layer) >= calls_.size()) calls_.resize(static_cast<std::size_t>(layer) + 1, 0);
     index_t token = position_ + calls_[static_cast<std::size_t>(layer)]++;
-    vote(token, scores, s.chunks);
+    vote(layer, token, scores, s.chunks);
     return s;
   }
   void gather(index_t layer, std::span<std::int32_t const> rows, matrix_view<float> out) const { inner_.gather(layer, rows, out); }
@@ -86,11 +88,16 @@ class NativeTrace {
   void end_step(index_t tokens) {
     inner_.end_step(tokens);
     for (index_t t = position_; t < position_ + tokens; ++t) {
+      auto node = nuclei_.extract(t);
+      std::vector<std::vector<std::int32_t>> nuclei = node ? std::move(node.mapped()) : decltype(nuclei){};
+      std::map<std::int32_t, index_t> votes;  // chunk → layers whose nucleus holds it
+      for (auto const& nucleus : nuclei)
+        for (std::int32_t c : nucleus) ++votes[c];
       std::vector<std::int32_t> chosen;
-      for (auto [chunk, n] : votes_[t])
+      for (auto [chunk, n] : votes)
         if (n >= filter_.votes) chosen.push_back(chunk);
       golden_.push_back(std::move(chosen));
-      votes_.erase(t);
+      layer_golden_.push_back(std::move(nuclei));
     }
     std::fill(calls_.begin(), calls_.end(), 0);
     position_ += tokens;
@@ -102,7 +109,7 @@ class NativeTrace {
   FootprintReport footprint() const { return inner_.footprint(); }
   void reset() {
     inner_.reset();
-    steps_.clear(), pending_.clear(), calls_.clear(), votes_.clear(), golden_.clear(), hidden_.clear();
+    steps_.clear(), pending_.clear(), calls_.clear(), nuclei_.clear(), golden_.clear(), layer_golden_.clear(), hidden_.clear();
     position_ = chunks_ = 0;
   }
 
@@ -119,11 +126,19 @@ class NativeTrace {
       fail(errc::invalid_argument, "NativeTrace: no golden labels at position ", position, " (", golden_.size(), " tokens traced)");
     return golden_[static_cast<std::size_t>(position)];
   }
-  // Per chunk < chunks: 1 if golden at any token of t+1 … t+τ that was traced.
-  std::vector<std::uint8_t> golden_window(index_t t, index_t tau, index_t chunks) const {
+  // The nucleus of CSA layer `layer` at the token at `position` (ascending), once its step has ended.
+  std::span<std::int32_t const> layer_golden(index_t layer, index_t position) const {
+    golden(position);  // checks the position
+    auto const& layers = layer_golden_[static_cast<std::size_t>(position)];
+    return static_cast<std::size_t>(layer) < layers.size() ? std::span<std::int32_t const>(layers[static_cast<std::size_t>(layer)])
+                                                           : std::span<std::int32_t const>{};
+  }
+  // Per chunk < chunks: 1 if golden at any token of t+1 … t+τ that was traced; with `layer` ≥ 0, if in that CSA
+  // layer's nucleus at any of them.
+  std::vector<std::uint8_t> golden_window(index_t t, index_t tau, index_t chunks, index_t layer = -1) const {
     std::vector<std::uint8_t> out(static_cast<std::size_t>(chunks), 0);
     for (index_t i = t + 1; i <= t + tau && i < static_cast<index_t>(golden_.size()); ++i)
-      for (std::int32_t c : golden(i))
+      for (std::int32_t c : layer < 0 ? golden(i) : layer_golden(layer, i))
         if (c < chunks) out[static_cast<std::size_t>(c)] = 1;
     return out;
   }
@@ -154,14 +169,16 @@ class NativeTrace {
 
  private:
   // One layer's nucleus of a token's top-k (descending scores) votes for its chunks.
-  void vote(index_t token, std::span<float const> scores, std::span<std::int32_t const> chosen) const {
+  void vote(index_t layer, index_t token, std::span<float const> scores, std::span<std::int32_t const> chosen) const {
     if (chosen.empty()) return;
     double top = scores[static_cast<std::size_t>(chosen[0])], total = 0;
     for (std::int32_t c : chosen) total += std::exp(double(scores[static_cast<std::size_t>(c)]) - top);
-    auto& ballot = votes_[token];
+    auto& nuclei = nuclei_[token];
+    if (static_cast<std::size_t>(layer) >= nuclei.size()) nuclei.resize(static_cast<std::size_t>(layer) + 1);
+    auto& nucleus = nuclei[static_cast<std::size_t>(layer)];
     double mass = 0;
     for (std::int32_t c : chosen) {
-      ++ballot[c];
+      nucleus.insert(std::lower_bound(nucleus.begin(), nucleus.end(), c), c);
       mass += std::exp(double(scores[static_cast<std::size_t>(c)]) - top) / total;
       if (mass >= filter_.nucleus_p) break;
     }
@@ -171,8 +188,9 @@ class NativeTrace {
   GoldenFilter filter_;
   mutable std::vector<std::int32_t> pending_;  // selections of the running step
   mutable std::vector<index_t> calls_;         // select() calls per layer in the running step
-  mutable std::map<index_t, std::map<std::int32_t, index_t>> votes_;  // token → chunk → layers voting
-  std::vector<std::vector<std::int32_t>> golden_;                     // per traced token
+  mutable std::map<index_t, std::vector<std::vector<std::int32_t>>> nuclei_;  // running tokens: per layer, its nucleus
+  std::vector<std::vector<std::int32_t>> golden_;                             // per traced token: chunks with ≥ θ votes
+  std::vector<std::vector<std::vector<std::int32_t>>> layer_golden_;          // per traced token, per layer: its nucleus
   std::vector<std::vector<float>> hidden_;                            // per CSA layer: the last offered input
   std::vector<Step> steps_;
   index_t position_ = 0, chunks_ = 0;
