@@ -55,7 +55,7 @@ MemoryIndexerLayer copy_of(MemoryIndexerLayer const& l) {
     std::copy(b.begin(), b.end(), o.begin());
     return o;
   };
-  return {dup(l.wq_a), dup(l.q_norm), dup(l.wq_b), dup(l.weights_proj)};
+  return {dup(l.wq_a), dup(l.q_norm), dup(l.wq_b), dup(l.weights_proj), l.bias};
 }
 
 // lsa.md §3 restated with plain loops: explicit Hadamard matrix, explicit rotation of adjacent pairs.
@@ -230,6 +230,9 @@ TEST_CASE("MemoryIndexer loads retrievers.l{L}.* from safetensors and names bad 
   std::mt19937 rng(4);
   auto c = tiny_config();
   auto l10 = random_layer(c, rng), l12 = random_layer(c, rng);
+  l12.bias = -0.75f;  // only l12 stores one: l10 loads with 0
+  HostBuffer<float> bias12(1);
+  bias12[0] = l12.bias;
   auto entry = [&](index_t id, MemoryIndexerLayer const& l) {
     std::string p = "retrievers.l" + std::to_string(id) + ".";
     return std::vector<NamedTensor>{{p + "wq_a.weight", {c.rank, c.hidden_size}, &l.wq_a},
@@ -239,6 +242,7 @@ TEST_CASE("MemoryIndexer loads retrievers.l{L}.* from safetensors and names bad 
   };
   auto tensors = entry(10, l10);
   for (auto& t : entry(12, l12)) tensors.push_back(t);
+  tensors.push_back({"retrievers.l12.bias", {1}, &bias12});
   auto image = safetensors_image(tensors);
   auto file = io::SafetensorsFile::parse(image, "retrievers.safetensors");
   std::vector<index_t> ids{10, 12};
@@ -254,6 +258,17 @@ TEST_CASE("MemoryIndexer loads retrievers.l{L}.* from safetensors and names bad 
   loaded.score({.position = 9, .num_chunks = n, .layers = layers}, s1);
   built.score({.position = 9, .num_chunks = n, .layers = layers}, s2);
   CHECK(s1 == s2);
+  // The bias shifts the logit of its layer and nothing else: l12 alone, with and without it.
+  auto alone = [&](float bias) {
+    std::vector<MemoryIndexerLayer> one;
+    one.push_back(copy_of(l12)), one.back().bias = bias;
+    std::vector<float> s(static_cast<std::size_t>(n));
+    MemoryIndexer(c, std::move(one)).score({.position = 9, .num_chunks = n, .layers = std::span(layers).subspan(1)}, s);
+    return s;
+  };
+  auto with = alone(l12.bias), without = alone(0.0f);
+  auto logit = [](float p) { return std::log(double(p) / (1.0 - double(p))); };
+  for (index_t k = 0; k < n; ++k) CHECK(std::abs(logit(with[k]) - logit(without[k]) - l12.bias) < 1e-4);
 
   std::vector<index_t> missing{10, 20};
   try {

@@ -8,7 +8,7 @@
 //   q_h    ← RoPE(q_h, t) on its last rope_dim channels  interleaved pairs, compress rope (YaRN)
 //   q_h    ← Hadamard(q_h) / sqrt(d)                     optional: only when the stored keys are rotated too
 //   w      = (W_w · x) · d^(-1/2) · H^(-1/2)             [H]
-//   logit  = Σ_h w_h · ReLU(⟨q_h, k⟩)                    (fm::indexer::index_scores), score = sigmoid(logit)
+//   logit  = Σ_h w_h · ReLU(⟨q_h, k⟩) + b                (fm::indexer::index_scores), score = sigmoid(logit)
 // and the target layers are combined per chunk by max (published) or mean. Scores are probabilities.
 //
 // Weights, per target layer L (released checkpoints: L ∈ {10, 12, 20}, the CSA-layer indices), float32 rows
@@ -17,7 +17,11 @@
 //   retrievers.l{L}.q_norm_weight         [rank]
 //   retrievers.l{L}.wq_b.weight           [H·d, rank]
 //   retrievers.l{L}.weights_proj.weight   [H, D]
-// load() reads them from anything with read_float(name, shape) (io::SafetensorsFile, io::Checkpoint).
+//   retrievers.l{L}.bias                  [1]     optional (0 when absent; the released towers have none)
+// The bias b calibrates the sigmoid without touching the ranking: a tower started from the model's own
+// Lightning Indexer ranks well but has no offset to put its threshold at 0.5 (tools/train_indexer.py).
+// load() reads them from anything with read_float(name, shape) and contains(name) (io::SafetensorsFile,
+// io::Checkpoint).
 #pragma once
 
 #include <flashmemory/core/error.hpp>
@@ -74,12 +78,14 @@ struct MemoryIndexerLayer {
   HostBuffer<float> q_norm;        // [rank]
   HostBuffer<float> wq_b;          // [H·d, rank]
   HostBuffer<float> weights_proj;  // [H, D]
+  float bias = 0.0f;               // logit offset
 };
 
 // Anything that hands out float tensors by name, checking their shape.
 template <class F>
 concept tensor_source = requires(F const& f, std::string const& name, std::vector<std::int64_t> const& shape) {
   { f.read_float(name, shape) } -> std::same_as<HostBuffer<float>>;
+  { f.contains(name) } -> std::convertible_to<bool>;
 };
 
 class MemoryIndexer {
@@ -115,7 +121,8 @@ class MemoryIndexer {
       layers.push_back({file.read_float(p + "wq_a.weight", {c.rank, c.hidden_size}),
                         file.read_float(p + "q_norm_weight", {c.rank}),
                         file.read_float(p + "wq_b.weight", {c.heads * c.head_dim, c.rank}),
-                        file.read_float(p + "weights_proj.weight", {c.heads, c.hidden_size})});
+                        file.read_float(p + "weights_proj.weight", {c.heads, c.hidden_size}),
+                        file.contains(p + "bias") ? file.read_float(p + "bias", {1})[0] : 0.0f});
     }
     return MemoryIndexer(c, std::move(layers));
   }
@@ -156,8 +163,9 @@ class MemoryIndexer {
       project(l, {layer.hidden.data_handle(), static_cast<std::size_t>(layer.hidden.extent(0))}, ctx.position, q, w);
       index_scores(matrix_view<float const>(q.data(), config_.heads, config_.head_dim),
                    vector_view<float const>(w.data(), config_.heads), layer.keys, logits);
+      double const bias = layers_[static_cast<std::size_t>(l)].bias;
       for (std::size_t c = 0; c < n; ++c) {
-        float p = static_cast<float>(1.0 / (1.0 + std::exp(-double(logits[c]))));
+        float p = static_cast<float>(1.0 / (1.0 + std::exp(-(double(logits[c]) + bias))));
         if (l == 0) scores[c] = p;
         else if (config_.combine == LayerCombine::max) scores[c] = std::max(scores[c], p);
         else scores[c] += p;
