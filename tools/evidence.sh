@@ -3,7 +3,8 @@
 #
 #   tasks   held-out items (seed 999) and training documents for the indexer (seed 4242): tools/make_tasks.py
 #   dump    fm-dsv4 --dump of the training documents (golden labels, hidden states, index keys), in parallel
-#   train   tools/train_indexer.py on the dumps only → OUT/indexer.safetensors
+#   train   tools/train_indexer.py on the dumps → OUT/indexer.safetensors (towers started from the checkpoint's
+#           own Lightning Indexer query weights, --init-native; the backbone is not run)
 #   eval    fm-dsv4 --eval of the held-out items with every KV mode, in parallel → OUT/eval.jsonl
 #   table   tools/lsa_table.py → OUT/table.md, OUT/accuracy.svg, OUT/table.json
 #
@@ -13,7 +14,8 @@
 # tools/runs/backbone/final), JOBS (parallel processes; default: the cores), PYTHON (for train_indexer.py: torch
 # and safetensors), EVAL_LENGTHS / EVAL_ITEMS, DUMP_LENGTHS / DUMP_ITEMS, BUDGET, PAGE, DEADLINE (seconds each
 # parallel stage may take; unfinished shards keep what they wrote), LABELS (fm-dsv4 flags of the golden-label
-# filter, for the dumps and the oracle; default "--nucleus-p 0.1 --votes 1"), TRAIN_ARGS (extra train_indexer.py flags).
+# filter, for the dumps and the oracle; default "--nucleus-p 0.1 --votes 1"), TRAIN_ARGS (train_indexer.py
+# flags; default "--epochs 12 --query-lr 1e-4").
 set -euo pipefail
 out=${1:?usage: bash tools/evidence.sh OUT [tasks dump train eval table]}
 shift
@@ -26,7 +28,8 @@ python=${PYTHON:-python3}
 eval_lengths=${EVAL_LENGTHS:-1024,2048,4096}
 eval_items=${EVAL_ITEMS:-100}
 dump_lengths=${DUMP_LENGTHS:-1024,2048}
-dump_items=${DUMP_ITEMS:-60}
+# More documents of the record-only tasks, whose single record the indexer must learn to match.
+dump_items=${DUMP_ITEMS:-40,mqar=100,kv_distract=100}
 budget=${BUDGET:-0.125}
 page=${PAGE:-8}
 deadline=${DEADLINE:-100000}
@@ -70,7 +73,7 @@ for stage in $stages; do
       grep -h '^dumped' "$out"/log.* ;;
     train)
       $python "$root/tools/train_indexer.py" --dumps "$out/dumps" --out "$out/indexer.safetensors" --report "$out/indexer.json" \
-        --page "$page" --budget "$budget" ${TRAIN_ARGS:-} ;;
+        --page "$page" --budget "$budget" --init-native "$checkpoint" ${TRAIN_ARGS:---epochs 12 --query-lr 1e-4} ;;
     eval)
       rm -f "$out"/eval.*.jsonl
       sharded eval_shard || true

@@ -31,7 +31,7 @@ case ${1:?usage: tools/gpu_evidence.sh backbone|indexer|eval} in
       --max-minutes "${MINUTES:-9.2}" --eval-tasks /tmp/tasks --eval-items 50 --eval-minutes 2 --pack "$out" 2>&1 |
       grep -v "^Loading\|^Writing" | tee "$out/train.txt" | tail -40 ;;
   indexer)
-    DUMP_ITEMS=${DUMP_ITEMS:-40} DEADLINE=${DEADLINE:-300} TRAIN_ARGS="--max-minutes ${TRAIN_MINUTES:-3} --epochs ${EPOCHS:-12}" \
+    DEADLINE=${DEADLINE:-300} TRAIN_ARGS="--max-minutes ${TRAIN_MINUTES:-3} --epochs ${EPOCHS:-12} --query-lr 1e-4" \
       bash tools/evidence.sh "$work" tasks dump train 2>&1 | tee "$out/indexer.txt" | tail -30
     cp "$work/indexer.safetensors" "$work/indexer.json" "$out/"
     cat "$work"/dumps/manifest.*.json | grep -E '"(mean_positives_per_sample|positive_fraction)"' | head -4 ;;

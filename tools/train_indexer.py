@@ -4,19 +4,25 @@
     python3 tools/train_indexer.py --dumps out/dumps --out out/indexer.safetensors --report out/indexer.json
                                    [--epochs 10 | --steps N] [--max-minutes 8] [--rank 128 --heads 16]
 
-Input: DIR/*.safetensors written by `fm-dsv4 --dump DIR`, one per document (schema flashmemory.dump.v1):
-`positions` [S], `num_chunks` [S], `labels` [S, N] (uint8) and, per target CSA layer L, `hidden.l{L}` [S, D]
-and `keys.l{L}` [N, d]. Candidates of sample s are chunks 0 .. num_chunks[s]-1.
+Input: DIR/*.safetensors written by `fm-dsv4 --dump DIR`, one per document (schema flashmemory.dump.v2):
+`positions` [S], `num_chunks` [S], `labels` [S, N] (uint8, the golden union) and, per target CSA layer L,
+`hidden.l{L}` [S, D], `keys.l{L}` [N, d] and `labels.l{L}` [S, N] (that layer's own nucleus). Candidates of
+sample s are chunks 0 .. num_chunks[s]-1.
 
 Model: exactly fm::indexer::MemoryIndexer (memory_indexer.hpp) with hadamard = false and plain RoPE (no YaRN):
 per target layer, a = RMSNorm(W_qa x)·g, q = W_qb a → [H, d] roped at position t on the trailing rope_dim
 channels (adjacent pairs), w = (W_w x)/sqrt(d·H), logit = Σ_h w_h ReLU(⟨q_h, k⟩); layers combined by max.
 
-Training: every dump sample with a golden chunk; per sample and step up to 512 positives (random subset),
-3 uniformly random non-golden negatives per positive, plus as many hard negatives as positives (the
-highest-scoring non-golden candidates under the current model, by the max over layers); the two negative
-sets are united. Focal loss (γ = 2) of each layer's own sigmoid, averaged over the selected entries and the
-layers. AdamW, weight decay 0.01, cosine to 0 over the planned steps, gradient clip 1.0, seeded random init.
+Training: every dump sample with a golden chunk; per sample and step up to 512 positives (random subset of
+the chunks golden in the union or in some layer), 3 uniformly random non-golden negatives per positive, plus
+as many hard negatives as positives (the highest-scoring non-golden candidates under the current model, by
+the max over layers); the two negative sets are united. Focal loss (γ = 2) of each layer's own sigmoid against
+its target, averaged over the selected entries and the layers. The target of tower L is `labels.l{L}` by
+default (--targets layer): a layer's nucleus is what that layer's query finds, so the max over towers covers
+the union; --targets union trains every tower on `labels`, as published. AdamW, weight decay 0.01, cosine to
+0 over the planned steps, gradient clip 1.0; seeded random init, or --init-native CHECKPOINT: each tower
+starts as its layer's own Lightning Indexer query path (four tensors read from the checkpoint; the backbone
+is never run).
 Documents are split into train / held-out by file (a stable hash of the name, spread over tasks and lengths).
 
 Report (held-out, and train for comparison), over ALL candidates of every sample: pooled precision / recall /
@@ -42,7 +48,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-SCHEMA = "flashmemory.dump.v1"
+SCHEMA = "flashmemory.dump.v2"
 SHARED_META = ("schema", "target_layers", "hidden_size", "index_head_dim", "rope_dim", "rope_theta")
 MAX_POSITIVES, RANDOM_NEGATIVES, GAMMA, EPS = 512, 3, 2.0, 1e-6
 RECALL_AT = (16, 32, 64, 128)
@@ -60,15 +66,19 @@ class Doc:
             self.positions = f.get_tensor("positions").to(device)
             self.num_chunks = f.get_tensor("num_chunks").long()
             self.labels = f.get_tensor("labels").bool()
+            self.layer_labels = torch.stack([f.get_tensor(f"labels.l{L}").bool() for L in self.layers])
             self.hidden = torch.stack([f.get_tensor(f"hidden.l{L}").float() for L in self.layers]).to(device)
             self.keys = torch.stack([f.get_tensor(f"keys.l{L}").float() for L in self.layers]).to(device)
         S, N = self.labels.shape
-        if self.hidden.shape[:2] != (len(self.layers), S) or self.keys.shape[1] != N or self.num_chunks.max() > N:
+        if (self.hidden.shape[:2] != (len(self.layers), S) or self.keys.shape[1] != N or self.num_chunks.max() > N
+                or self.layer_labels.shape[1:] != (S, N)):
             raise ValueError(f"{path}: labels {list(self.labels.shape)}, hidden {list(self.hidden.shape)}, "
                              f"keys {list(self.keys.shape)}, max num_chunks {int(self.num_chunks.max())} disagree")
         self.name = path.name
         self.candidates = torch.arange(N)[None, :] < self.num_chunks[:, None]  # [S, N]
         self.labels &= self.candidates
+        self.layer_labels &= self.candidates
+        self.positives = self.labels | self.layer_labels.any(0)  # golden for the union or for some layer
 
 
 class Tower(torch.nn.Module):
@@ -81,6 +91,7 @@ class Tower(torch.nn.Module):
         self.q_norm_weight = torch.nn.Parameter(torch.ones(rank))
         self.wq_b = torch.nn.Linear(rank, heads * head_dim, bias=False)
         self.weights_proj = torch.nn.Linear(hidden, heads, bias=False)
+        self.bias = torch.nn.Parameter(torch.zeros(1))  # the logit offset that calibrates the sigmoid
 
     def forward(self, x, cos, sin, keys):
         """Logits [b, N] of hidden states x [b, D] (rope cos/sin [b, rope_dim/2]) against keys [N, d]."""
@@ -89,7 +100,7 @@ class Tower(torch.nn.Module):
         q = rope(self.wq_b(a).view(-1, self.heads, self.head_dim), cos[:, None], sin[:, None])
         w = self.weights_proj(x) / math.sqrt(self.head_dim * self.heads)
         dots = torch.einsum("bhd,nd->bhn", q, keys).relu()
-        return torch.einsum("bh,bhn->bn", w, dots)
+        return torch.einsum("bh,bhn->bn", w, dots) + self.bias
 
 
 def rope(q, cos, sin):
@@ -118,6 +129,28 @@ class MemoryIndexer(torch.nn.Module):
         cos, sin = angle.double().cos().float(), angle.double().sin().float()
         return torch.stack([t(doc.hidden[l, rows], cos, sin, doc.keys[l]) for l, t in enumerate(self.towers)])
 
+    @torch.no_grad()
+    def init_native(self, checkpoint: Path):
+        """Starts each tower as its CSA layer's own Lightning Indexer query path (deepseek-v4.md §5.1, §6.4):
+        W_qa, q_norm = the attention's wq_a, q_norm; W_qb, W_w = the indexer's wq_b, weights_proj. Same
+        input, RoPE and scaling, so before training the logits are the native index scores of the current
+        step. Reads only these four tensors of each target layer; the backbone is never run."""
+        config = json.loads((checkpoint / "config.json").read_text())
+        csa = [i for i, kind in enumerate(config["layer_types"]) if kind == "compressed_sparse_attention"]
+        with safe_open(str(checkpoint / "model.safetensors"), "pt") as f:
+            for L, tower in zip(self.layers, self.towers):
+                if L >= len(csa):
+                    raise SystemExit(f"{checkpoint}: target layer {L}, but the model has {len(csa)} CSA layers")
+                prefix = f"model.layers.{csa[L]}.attn."
+                for param, name in ((tower.wq_a.weight, "wq_a.weight"), (tower.q_norm_weight, "q_norm.weight"),
+                                    (tower.wq_b.weight, "indexer.wq_b.weight"),
+                                    (tower.weights_proj.weight, "indexer.weights_proj.weight")):
+                    native = f.get_tensor(prefix + name)
+                    if native.shape != param.shape:
+                        raise SystemExit(f"{checkpoint}: {prefix + name} is {list(native.shape)}, the tower needs "
+                                         f"{list(param.shape)} (set --rank / --heads to the model's)")
+                    param.copy_(native.float())
+
     def state(self) -> dict:
         return {f"retrievers.l{L}.{name}": p.detach().float().cpu().contiguous()
                 for L, t in zip(self.layers, self.towers) for name, p in t.named_parameters()}
@@ -140,22 +173,22 @@ def split(paths: list[Path], metas: list[dict], fraction: float) -> tuple[list[i
 
 
 def select(doc: Doc, rows, combined: torch.Tensor, gen: torch.Generator):
-    """(row, column, label) of the entries a step trains on, for samples `rows` (combined: [b, N], CPU)."""
+    """(row, column) of the entries a step trains on, for samples `rows` (combined: [b, N], CPU)."""
     picked = []
     for j, s in enumerate(rows.tolist()):
-        pos = doc.labels[s].nonzero().flatten()
-        neg = (doc.candidates[s] & ~doc.labels[s]).nonzero().flatten()
+        pos = doc.positives[s].nonzero().flatten()
+        neg = (doc.candidates[s] & ~doc.positives[s]).nonzero().flatten()
         pos = pos[torch.randperm(len(pos), generator=gen)[:MAX_POSITIVES]]
         rand = neg[torch.randperm(len(neg), generator=gen)[: RANDOM_NEGATIVES * len(pos)]]
         hard = neg[combined[j, neg].topk(min(len(pos), len(neg))).indices]
         negs = torch.unique(torch.cat([rand, hard]))
         cols = torch.cat([pos, negs])
-        picked.append((torch.full_like(cols, j), cols, torch.cat([torch.ones(len(pos)), torch.zeros(len(negs))])))
+        picked.append((torch.full_like(cols, j), cols))
     return [torch.cat(x) for x in zip(*picked)]
 
 
 def focal(logits, target):
-    ce = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none")
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return ((1 - torch.exp(-ce)) ** GAMMA * ce).mean()
 
 
@@ -217,11 +250,17 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=0, help="optimiser steps (overrides --epochs when > 0)")
     ap.add_argument("--batch", type=int, default=16, help="samples per step")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--query-lr", type=float, help="learning rate of the query path (wq_a, q_norm_weight, wq_b; "
+                    "default --lr); 0 keeps it as initialised")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop training after this wall time (0: none)")
     ap.add_argument("--holdout-fraction", type=float, default=0.2)
     ap.add_argument("--page", type=int, default=64, help="chunks per page for the budget recall")
     ap.add_argument("--budget", type=float, default=0.125, help="resident fraction of pages for the budget recall")
+    ap.add_argument("--targets", choices=("layer", "union"), default="layer",
+                    help="each tower learns its own CSA layer's labels (labels.l{L}), or all learn the union (labels)")
+    ap.add_argument("--init-native", type=Path, metavar="CHECKPOINT",
+                    help="start from the backbone's own Lightning Indexer query weights (default: random init)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
 
@@ -238,16 +277,22 @@ def main() -> int:
                                  f"in {docs[0].name}")
     train_ids, held_ids = split(paths, [d.meta for d in docs], args.holdout_fraction)
     train, held = [docs[i] for i in train_ids], [docs[i] for i in held_ids]
-    samples = [(i, s) for i, d in enumerate(train) for s in d.labels.any(1).nonzero().flatten().tolist()]
+    samples = [(i, s) for i, d in enumerate(train) for s in d.positives.any(1).nonzero().flatten().tolist()]
     if not samples:
         raise SystemExit("no training sample has a golden chunk")
-    steps = args.steps or max(1, math.ceil(args.epochs * len(samples) / args.batch))
+    steps = args.steps or math.ceil(args.epochs * len(samples) / args.batch)
     print(f"{len(train)} training documents ({len(samples)} samples with a golden chunk), {len(held)} held out; "
           f"{steps} steps of {args.batch} on {device}")
 
-    model = MemoryIndexer(docs[0].meta, args.rank, args.heads).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+    model = MemoryIndexer(docs[0].meta, args.rank, args.heads)
+    if args.init_native:
+        model.init_native(args.init_native)
+    model.to(device)
+    query = [p for n, p in model.named_parameters() if n.split(".")[2] in ("wq_a", "q_norm_weight", "wq_b")]
+    rest = [p for n, p in model.named_parameters() if n.split(".")[2] not in ("wq_a", "q_norm_weight", "wq_b")]
+    query_lr = args.lr if args.query_lr is None else args.query_lr
+    opt = torch.optim.AdamW([{"params": query, "lr": query_lr}, {"params": rest, "lr": args.lr}], weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / max(1, steps))))
     gen = torch.Generator().manual_seed(args.seed)
     order, cursor, done, loss_sum, logged = torch.tensor([]), 0, 0, 0.0, 0
     for step in range(steps):
@@ -262,10 +307,12 @@ def main() -> int:
         for i in sorted({i for i, _ in batch}):
             rows = torch.tensor([s for j, s in batch if j == i])
             logits = model(train[i], rows.to(device))  # [layers, b, N]
-            r, c, y = select(train[i], rows, logits.detach().amax(0).float().cpu(), gen)
+            r, c = select(train[i], rows, logits.detach().amax(0).float().cpu(), gen)
             sel = logits[:, r.to(device), c.to(device)]
-            losses.append(focal(sel, y.to(device)[None]) * len(y))
-            entries += len(y)
+            target = (train[i].layer_labels[:, rows[r], c].float() if args.targets == "layer"
+                      else train[i].labels[rows[r], c].float().expand(len(train[i].layers), -1))
+            losses.append(focal(sel, target.to(device)) * len(c))
+            entries += len(c)
         loss = sum(losses) / entries
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -274,23 +321,31 @@ def main() -> int:
         sched.step()
         done, loss_sum, logged = step + 1, loss_sum + loss.item(), logged + 1
         if done % max(1, steps // 20) == 0 or done == steps:
-            print(f"step {done:>6}/{steps}  focal {loss_sum / logged:.4f}  lr {sched.get_last_lr()[0]:.2e}"
+            print(f"step {done:>6}/{steps}  focal {loss_sum / logged:.4f}  lr {sched.get_last_lr()[-1]:.2e}"
                   f"  {time.time() - T_START:.0f}s", flush=True)
             loss_sum, logged = 0.0, 0
 
     model.eval()
     metrics = {"held_out": evaluate(model, held, args.page, args.budget) if held else None,
                "train": evaluate(model, train, args.page, args.budget)}
+    tasks = sorted({d.meta.get("task", "") for d in held})
+    metrics["held_out_by_task"] = {t: evaluate(model, [d for d in held if d.meta.get("task", "") == t], args.page,
+                                               args.budget) for t in tasks}
     print(f"\n{'metric':<26} {'held-out':>9} {'train':>9}")
     for key in metrics["train"]:
         val = lambda part: "-" if metrics[part] is None else f"{metrics[part][key]:.4g}"
         print(f"{key:<26} {val('held_out'):>9} {val('train'):>9}")
+    if tasks:
+        print(f"\nheld-out by task: {'recall@16':>10} {'recall':>8} {'precision':>9} {'at budget':>9}")
+        for t, m in metrics["held_out_by_task"].items():
+            print(f"  {t:<16} {m['recall@16']:>10.3f} {m['recall']:>8.3f} {m['precision']:>9.3f} {m['recall_at_budget']:>9.3f}")
 
     settings = {"rank": args.rank, "heads": args.heads, "head_dim": int(docs[0].meta["index_head_dim"]),
                 "rope_dim": int(docs[0].meta["rope_dim"]), "rope_theta": docs[0].meta["rope_theta"],
                 "hidden_size": int(docs[0].meta["hidden_size"]), "target_layers": docs[0].meta["target_layers"],
-                "hadamard": False, "combine": "max", "steps": done, "planned_steps": steps, "batch": args.batch,
-                "lr": args.lr, "weight_decay": 0.01, "seed": args.seed, "focal_gamma": GAMMA,
+                "hadamard": False, "combine": "max", "targets": args.targets,
+                "init": "native" if args.init_native else "random", "steps": done, "planned_steps": steps, "batch": args.batch,
+                "lr": args.lr, "query_lr": query_lr, "weight_decay": 0.01, "seed": args.seed, "focal_gamma": GAMMA,
                 "max_positives": MAX_POSITIVES, "random_negatives_per_positive": RANDOM_NEGATIVES,
                 "hard_negatives_per_positive": 1, "train_documents": [d.name for d in train],
                 "held_out_documents": [d.name for d in held], "page": args.page, "budget": args.budget,
