@@ -11,7 +11,7 @@ sample s are chunks 0 .. num_chunks[s]-1.
 
 Model: exactly fm::indexer::MemoryIndexer (memory_indexer.hpp) with hadamard = false and plain RoPE (no YaRN):
 per target layer, a = RMSNorm(W_qa x)·g, q = W_qb a → [H, d] roped at position t on the trailing rope_dim
-channels (adjacent pairs), w = (W_w x)/sqrt(d·H), logit = Σ_h w_h ReLU(⟨q_h, k⟩); layers combined by max.
+channels (adjacent pairs), w = (W_w x)/sqrt(d·H), logit = Σ_h w_h ReLU(⟨q_h, k⟩) + b; layers combined by max.
 
 Training: every dump sample with a golden chunk; per sample and step up to 512 positives (random subset of
 the chunks golden in the union or in some layer), 3 uniformly random non-golden negatives per positive, plus
@@ -52,6 +52,7 @@ SCHEMA = "flashmemory.dump.v2"
 SHARED_META = ("schema", "target_layers", "hidden_size", "index_head_dim", "rope_dim", "rope_theta")
 MAX_POSITIVES, RANDOM_NEGATIVES, GAMMA, EPS = 512, 3, 2.0, 1e-6
 RECALL_AT = (16, 32, 64, 128)
+QUERY_PATH = ("wq_a", "q_norm_weight", "wq_b")  # a tower's query path (--query-lr); weights_proj and bias use --lr
 
 
 class Doc:
@@ -288,10 +289,11 @@ def main() -> int:
     if args.init_native:
         model.init_native(args.init_native)
     model.to(device)
-    query = [p for n, p in model.named_parameters() if n.split(".")[2] in ("wq_a", "q_norm_weight", "wq_b")]
-    rest = [p for n, p in model.named_parameters() if n.split(".")[2] not in ("wq_a", "q_norm_weight", "wq_b")]
+    in_query = {n: n.split(".")[2] in QUERY_PATH for n, _ in model.named_parameters()}  # towers.{l}.{name}...
     query_lr = args.lr if args.query_lr is None else args.query_lr
-    opt = torch.optim.AdamW([{"params": query, "lr": query_lr}, {"params": rest, "lr": args.lr}], weight_decay=0.01)
+    opt = torch.optim.AdamW([{"params": [p for n, p in model.named_parameters() if in_query[n]], "lr": query_lr},
+                             {"params": [p for n, p in model.named_parameters() if not in_query[n]], "lr": args.lr}],
+                            weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / max(1, steps))))
     gen = torch.Generator().manual_seed(args.seed)
     order, cursor, done, loss_sum, logged = torch.tensor([]), 0, 0, 0.0, 0
